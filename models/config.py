@@ -59,18 +59,52 @@ class ModelConfig:
     """Seed of the tiny random model when path is empty."""
 
     def validate(self) -> None:
-        check(self.dtype in DTYPES, "model.dtype", self.dtype, f"must be one of {DTYPES}",
-              "use float32 on CPU, bfloat16 on GPU")
-        check(self.cfg_weight > 1.0, "model.cfg_weight", self.cfg_weight,
-              "must be > 1 (transformers' Janus image generation divides by it)",
-              "use 5.0 as Janus-Pro does")
-        check(self.image_temperature > 0, "model.image_temperature", self.image_temperature,
-              "must be > 0", "use 1.0")
-        check(self.text_temperature > 0, "model.text_temperature", self.text_temperature,
-              "must be > 0", "use 1.0")
-        check(self.max_new_tokens >= 1, "model.max_new_tokens", self.max_new_tokens,
-              "must be >= 1", "use 64")
-        check(self.image_logprob_mode in LOGPROB_MODES, "model.image_logprob_mode",
-              self.image_logprob_mode, f"must be one of {LOGPROB_MODES}", "use 'combined'")
-        check(self.device == "cpu" or self.device.startswith("cuda"), "model.device", self.device,
-              "must be cpu, cuda or cuda:N", "use cpu without a GPU")
+        check(
+            self.dtype in DTYPES,
+            "model.dtype",
+            self.dtype,
+            f"must be one of {DTYPES}",
+            "use float32 on CPU, bfloat16 on GPU",
+        )
+        check(
+            self.cfg_weight > 1.0,
+            "model.cfg_weight",
+            self.cfg_weight,
+            "must be > 1 (transformers' Janus image generation divides by it)",
+            "use 5.0 as Janus-Pro does",
+        )
+        check(
+            self.image_temperature > 0,
+            "model.image_temperature",
+            self.image_temperature,
+            "must be > 0",
+            "use 1.0",
+        )
+        check(
+            self.text_temperature > 0,
+            "model.text_temperature",
+            self.text_temperature,
+            "must be > 0",
+            "use 1.0",
+        )
+        check(
+            self.max_new_tokens >= 1,
+            "model.max_new_tokens",
+            self.max_new_tokens,
+            "must be >= 1",
+            "use 64",
+        )
+        check(
+            self.image_logprob_mode in LOGPROB_MODES,
+            "model.image_logprob_mode",
+            self.image_logprob_mode,
+            f"must be one of {LOGPROB_MODES}",
+            "use 'combined'",
+        )
+        check(
+            self.device == "cpu" or self.device.startswith("cuda"),
+            "model.device",
+            self.device,
+            "must be cpu, cuda or cuda:N",
+            "use cpu without a GPU",
+        )

@@ -40,9 +40,14 @@ def ray_local():
         include_dashboard=False,
         _temp_dir=tmp,
         logging_level="WARNING",
-        runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1",
-                                  "TRANSFORMERS_OFFLINE": "1", "TORCH_EXTENSIONS_DIR":
-                                  os.environ["TORCH_EXTENSIONS_DIR"]}},
+        runtime_env={
+            "env_vars": {
+                "DS_ACCELERATOR": "cpu",
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"],
+            }
+        },
     )
     yield ray
     ray.shutdown()

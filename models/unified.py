@@ -1,0 +1,342 @@
+"""The unified-model adapter: the one place that touches Janus internals.
+
+``UnifiedModel`` wraps transformers' native ``JanusForConditionalGeneration`` with its
+processor and exposes what the rest of pairuni needs: sampling text and image tokens with
+their log-probs, teacher-forced log-probs (differentiable), VQ decode/encode, the DSR dual
+likelihoods (DSR eq. 3) and the trainable-parameter split. Outputs with n samples per
+prompt are grouped by prompt: the n samples of prompt 0 first, then those of prompt 1.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import image_tokens, text_tokens
+from models.prompts import DESCRIBE_QUESTION
+from models.text_tokens import Padded
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Frozen by default: the SigLIP understanding tower and the VQ tokenizer (../shared/DESIGN.md).
+VISION_TOWER, VQ_MODEL = "model.vision_model.", "model.vqmodel."
+
+
+@dataclass
+class ImageSamples:
+    """``tokens [N, K]`` and their log-probs under the CFG-combined policy, ``logprobs [N, K]``."""
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+
+
+@dataclass
+class TextSamples:
+    """Sampled answers: token ids (eos included when emitted), per-token log-probs, decoded texts."""
+
+    token_ids: list[list[int]]
+    logprobs: list[torch.Tensor]
+    texts: list[str]
+
+
+def _check_text(name: str, texts) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    if not texts:
+        raise ValueError(f"{name} is empty; pass at least one string")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise ValueError(f"{name}[{i}]={t!r} is empty or not a string; pass a non-empty string")
+    return list(texts)
+
+
+def _check_n(n: int) -> None:
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r}: the number of samples per prompt must be an integer >= 1")
+
+
+def _check_cfg(cfg_weight: float) -> None:
+    if not cfg_weight > 1.0:
+        raise ValueError(
+            f"cfg_weight={cfg_weight!r}: classifier-free guidance weight must be > 1 "
+            "(Janus-Pro uses 5.0; w=1 would be the conditional policy: use mode='conditional')"
+        )
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r} must be > 0")
+
+
+def as_rgb_list(images, name: str = "images") -> list[np.ndarray]:
+    """Validate images (uint8 numpy [B,H,W,3] / [H,W,3] list, or PIL images) -> list of uint8 [H,W,3]."""
+    from PIL import Image
+
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4:
+            raise ValueError(f"{name} has shape {images.shape}; expected uint8 [B, H, W, 3]")
+        images = list(images)
+    out = []
+    for i, img in enumerate(images):
+        if isinstance(img, Image.Image):
+            if img.mode != "RGB":
+                raise ValueError(
+                    f"{name}[{i}] is a PIL image in mode {img.mode!r}; expected 'RGB' "
+                    "(convert it with img.convert('RGB'))"
+                )
+            img = np.asarray(img)
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[-1] != 3:
+            raise ValueError(
+                f"{name}[{i}] has shape {img.shape}; expected [H, W, 3] (RGB, "
+                f"channels last), got {img.shape[-1] if img.ndim == 3 else img.ndim} "
+                "channels/dims"
+            )
+        if img.dtype != np.uint8:
+            raise ValueError(f"{name}[{i}] has dtype {img.dtype}; expected uint8 in [0, 255]")
+        out.append(img)
+    if not out:
+        raise ValueError(f"{name} is empty; pass at least one image")
+    return out
+
+
+class UnifiedModel:
+    """A Janus model + processor, with pairuni's sampling and scoring API."""
+
+    def __init__(self, hf_model, processor, *, train_vision_tower: bool = False):
+        self.hf = hf_model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.train_vision_tower = train_vision_tower
+        cfg = self.hf.generation_config
+        cfg.bos_token_id = self.tokenizer.bos_token_id
+        cfg.pad_token_id = self.tokenizer.pad_token_id
+        cfg.eos_token_id = self.tokenizer.eos_token_id
+        boi = self.tokenizer.convert_tokens_to_ids(self.tokenizer.boi_token)
+        cfg.generation_kwargs = {
+            **(getattr(cfg, "generation_kwargs", None) or {}),
+            "boi_token_id": boi,
+        }
+        for name, p in self.hf.named_parameters():
+            p.requires_grad_(self._is_trainable(name))
+
+    # ---- properties ---------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.hf.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.hf.dtype
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.hf.config.vision_config.num_image_tokens
+
+    @property
+    def image_size(self) -> int:
+        """Side of generated images in pixels (VQ grid side x 16)."""
+        grid = self.hf.config.vq_config.num_patches
+        return grid * 2 ** (len(self.hf.config.vq_config.channel_multiplier) - 1)
+
+    def _is_trainable(self, name: str) -> bool:
+        if name.startswith(VQ_MODEL):
+            return False
+        return self.train_vision_tower or not name.startswith(VISION_TOWER)
+
+    def trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Named parameters that train: LM, heads, embeddings, aligners (not SigLIP, not VQ)."""
+        return {n: p for n, p in self.hf.named_parameters() if self._is_trainable(n)}
+
+    def to(self, device=None, dtype=None) -> UnifiedModel:
+        self.hf.to(device=device, dtype=dtype)
+        return self
+
+    # ---- image generation ---------------------------------------------------------------
+    def sample_image_tokens(
+        self,
+        prompts: list[str],
+        n: int,
+        cfg_weight: float = 5.0,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        greedy: bool = False,
+    ) -> ImageSamples:
+        """Sample n images' tokens per prompt from the CFG-combined policy (with log-probs)."""
+        prompts = _check_text("prompts", prompts)
+        _check_n(n)
+        _check_cfg(cfg_weight)
+        _check_temperature(temperature)
+        tokens, logprobs = image_tokens.sample(
+            self.hf, self.tokenizer, prompts, n, cfg_weight, temperature, seed, greedy
+        )
+        return ImageSamples(tokens, logprobs)
+
+    def image_logprobs(
+        self,
+        prompts: list[str],
+        tokens: torch.Tensor,
+        cfg_weight: float = 5.0,
+        mode: str = "combined",
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        """Teacher-forced log-probs ``[N, K]`` of image tokens; differentiable.
+
+        ``prompts`` has one entry per row of ``tokens`` or one per group of n rows.
+        """
+        prompts = _check_text("prompts", prompts)
+        if mode == "combined":
+            _check_cfg(cfg_weight)
+        _check_temperature(temperature)
+        tokens = torch.as_tensor(tokens, dtype=torch.long)
+        if tokens.ndim != 2 or tokens.shape[1] != self.num_image_tokens:
+            raise ValueError(
+                f"tokens has shape {tuple(tokens.shape)}; expected [N, "
+                f"{self.num_image_tokens}] image token ids"
+            )
+        if tokens.shape[0] % len(prompts):
+            raise ValueError(
+                f"{tokens.shape[0]} token rows do not divide into {len(prompts)} prompts"
+            )
+        return image_tokens.logprobs(
+            self.hf, self.tokenizer, prompts, tokens, cfg_weight, temperature, mode
+        )
+
+    @torch.no_grad()
+    def decode_images(self, tokens: torch.Tensor) -> np.ndarray:
+        """VQ-decode image tokens ``[N, K]`` into uint8 RGB images ``[N, H, W, 3]``."""
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
+        pixels = self.hf.model.vqmodel.decode(tokens)  # [N, 3, H, W] in [-1, 1]
+        pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.no_grad()
+    def encode_images(self, images) -> torch.Tensor:
+        """VQ token ids ``[N, K]`` of images (resized and padded to the VQ resolution)."""
+        images = as_rgb_list(images)
+        side = self.image_size
+        px = self.processor.image_processor(
+            images,
+            size={"height": side, "width": side},
+            image_mean=[0.5] * 3,
+            image_std=[0.5] * 3,
+            return_tensors="pt",
+        ).pixel_values  # [N, 3, S, S] in [-1, 1]
+        out = self.hf.model.vqmodel.encode(px.to(self.device, self.dtype))
+        return out.image_tokens.view(len(images), -1)
+
+    # ---- understanding ------------------------------------------------------------------
+    def _understanding_inputs(self, images, questions):
+        questions = _check_text("questions", questions)
+        images = as_rgb_list(images)
+        if len(images) != len(questions):
+            raise ValueError(
+                f"{len(images)} images for {len(questions)} questions; pass one image per question"
+            )
+        return images, questions
+
+    def sample_text(
+        self,
+        images,
+        questions: list[str],
+        n: int,
+        temperature: float = 1.0,
+        max_new_tokens: int = 64,
+        seed: int | None = None,
+        greedy: bool = False,
+    ) -> TextSamples:
+        """Sample n answers per (image, question), with per-token log-probs."""
+        images, questions = self._understanding_inputs(images, questions)
+        _check_n(n)
+        _check_temperature(temperature)
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be >= 1")
+        ids, lps = text_tokens.sample(
+            self.hf, self.processor, images, questions, n, temperature, max_new_tokens, seed, greedy
+        )
+        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return TextSamples(ids, lps, [t.strip() for t in texts])
+
+    def text_logprobs(
+        self, images, questions: list[str], token_ids: list[list[int]], temperature: float = 1.0
+    ) -> Padded:
+        """Teacher-forced log-probs of answers, padded ``[N, T]`` + mask; differentiable."""
+        images, questions = self._understanding_inputs(images, questions)
+        _check_temperature(temperature)
+        if not token_ids or any(len(t) == 0 for t in token_ids):
+            raise ValueError("token_ids must hold at least one non-empty answer per row")
+        if len(token_ids) % len(questions):
+            raise ValueError(
+                f"{len(token_ids)} answers do not divide into {len(questions)} questions"
+            )
+        return text_tokens.logprobs(
+            self.hf, self.processor, images, questions, token_ids, temperature
+        )
+
+    # ---- DSR dual likelihoods (DSR eq. 3) -----------------------------------------------
+    @torch.no_grad()
+    def dual_likelihood_understanding(self, images, texts: list[str]) -> list[float]:
+        """R_U = mean_t log pi(x_V,t | Y_T): the image's own VQ tokens given the sampled text.
+
+        The text plays the generation prompt; the policy is the conditional one (no CFG).
+        """
+        texts = _check_text("texts", texts)
+        codes = self.encode_images(images)
+        lp = self.image_logprobs(texts, codes, mode="conditional")  # [N, K]
+        return lp.mean(-1).tolist()
+
+    @torch.no_grad()
+    def dual_likelihood_generation(self, images, prompts: list[str]) -> list[float]:
+        """R_G = mean_t log pi(x_T,t | Y_V): the prompt's tokens given the generated image.
+
+        The prompt is scored as the answer to ``DESCRIBE_QUESTION`` about the image.
+        """
+        prompts = _check_text("prompts", prompts)
+        ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        lp = self.text_logprobs(images, [DESCRIBE_QUESTION] * len(prompts), ids)
+        return ((lp.values * lp.mask).sum(-1) / lp.mask.sum(-1)).tolist()
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write an HF-format checkpoint directory (model, tokenizer, processor)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.hf.save_pretrained(path)
+        self.processor.save_pretrained(path)
+
+
+def tiny_unified_model(seed: int = 0, shape=None) -> UnifiedModel:
+    """A tiny random Janus (+ offline-built tokenizer and processor); fp32, CPU."""
+    from models.tiny import TinyShape, build_tiny_janus
+
+    hf, processor = build_tiny_janus(seed, shape or TinyShape())
+    return UnifiedModel(hf, processor)
+
+
+def load_unified_model(
+    path: str | os.PathLike,
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device = "cpu",
+    *,
+    train_vision_tower: bool = False,
+) -> UnifiedModel:
+    """Load a local HF-format Janus checkpoint directory (as published for Janus-Pro)."""
+    from transformers import JanusForConditionalGeneration, JanusProcessor
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no model checkpoint at {path} (expected {path / 'config.json'}); set model.path to "
+            "a local Janus checkpoint directory, or write one with `pairuni model tiny --out DIR`"
+        )
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not one of {tuple(DTYPES)}")
+        dtype = DTYPES[dtype]
+    hf = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True)
+    processor = JanusProcessor.from_pretrained(path, local_files_only=True)
+    hf.to(device).eval()
+    return UnifiedModel(hf, processor, train_vision_tower=train_vision_tower)
