@@ -1,0 +1,177 @@
+"""``pairuni`` command line: one sub-command per job; each package registers its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+COMPONENTS = (
+    ("vision tower (SigLIP)", "model.vision_model."),
+    ("understanding aligner", "model.aligner."),
+    ("VQ model", "model.vqmodel."),
+    ("generation embeddings", "model.generation_embeddings."),
+    ("generation aligner", "model.generation_aligner."),
+    ("generation head", "model.generation_head."),
+    ("language model", "model.language_model."),
+    ("LM head", "lm_head."),
+)
+
+
+def _model_tiny(args) -> None:
+    from models import tiny_unified_model
+
+    m = tiny_unified_model(seed=args.seed)
+    m.save(args.out)
+    n = sum(p.numel() for p in m.hf.parameters())
+    print(f"wrote a tiny random Janus ({n / 1e6:.2f} M parameters, seed {args.seed}) to {args.out}")
+
+
+def _model_info(args) -> None:
+    from models import load_unified_model
+
+    m = load_unified_model(args.model)
+    trainable = m.trainable_parameters()
+    rows, total, total_train = [], 0, 0
+    for label, prefix in COMPONENTS:
+        params = [(n, p) for n, p in m.hf.named_parameters() if n.startswith(prefix)]
+        count = sum(p.numel() for _, p in params)
+        train = sum(p.numel() for n, p in params if n in trainable)
+        total, total_train = total + count, total_train + train
+        rows.append(
+            (
+                label,
+                count,
+                "yes" if train == count and count else ("no" if train == 0 else "partly"),
+            )
+        )
+    width = max(len(r[0]) for r in rows)
+    print(f"{'component':<{width}}  {'parameters':>12}  trainable")
+    for label, count, tr in rows:
+        print(f"{label:<{width}}  {count:>12,}  {tr}")
+    print(f"{'total':<{width}}  {total:>12,}  {total_train:,} trainable")
+    print(
+        f"image tokens per image: {m.num_image_tokens}; image side: {m.image_size} px; "
+        f"vocabulary: {len(m.tokenizer)}; dtype: {m.dtype}"
+    )
+
+
+def _model_sample(args) -> None:
+    from PIL import Image
+
+    from models import load_unified_model
+
+    m = load_unified_model(args.model, dtype=args.dtype, device=args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    s = m.sample_image_tokens(
+        [args.prompt], n=1, cfg_weight=args.cfg_weight, temperature=args.temperature, seed=args.seed
+    )
+    image = m.decode_images(s.tokens)[0]
+    t1 = time.perf_counter()
+    Image.fromarray(image).save(out / "image.png")
+    answer = m.sample_text(
+        image[None],
+        [args.question],
+        n=1,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        greedy=True,
+    )
+    t2 = time.perf_counter()
+    record = {
+        "prompt": args.prompt,
+        "question": args.question,
+        "answer": answer.texts[0],
+        "image_logprob_mean": float(s.logprobs.mean()),
+        "answer_tokens": len(answer.token_ids[0]),
+        "image_seconds": round(t1 - t0, 3),
+        "answer_seconds": round(t2 - t1, 3),
+    }
+    (out / "answer.json").write_text(json.dumps(record, indent=2))
+    print(f"image  -> {out / 'image.png'} ({image.shape[1]}x{image.shape[0]}, {t1 - t0:.2f}s)")
+    print(f"answer -> {answer.texts[0]!r} ({t2 - t1:.2f}s; details in {out / 'answer.json'})")
+
+
+def _config_keys(args) -> None:
+    from deploy.config import RunConfig, describe
+
+    for key, default, doc in describe(RunConfig):
+        print(f"{key} = {default!r}\n    {doc}")
+
+
+def _config_show(args) -> None:
+    import yaml
+
+    from deploy.config import RunConfig, load_config, to_dict
+
+    cfg = load_config(RunConfig, args.config, args.overrides)
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pairuni", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    model = sub.add_parser("model", help="tiny checkpoints, model info, sampling").add_subparsers(
+        dest="model_command", required=True
+    )
+    p = model.add_parser("tiny", help="write a tiny random Janus checkpoint")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_model_tiny)
+    p = model.add_parser("info", help="parameter counts per component, and which train")
+    p.add_argument("--model", required=True, help="local checkpoint directory")
+    p.set_defaults(func=_model_info)
+    p = model.add_parser(
+        "sample", help="generate an image from a prompt, then answer a question on it"
+    )
+    p.add_argument("--model", required=True, help="local checkpoint directory")
+    p.add_argument("--prompt", required=True, help="text prompt for the image")
+    p.add_argument("--question", required=True, help="question about the generated image")
+    p.add_argument("--out", required=True, help="directory for image.png and answer.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cfg-weight", type=float, default=5.0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_model_sample)
+
+    config = sub.add_parser("config", help="inspect the run config").add_subparsers(
+        dest="config_command", required=True
+    )
+    p = config.add_parser("keys", help="every config key with its default and meaning")
+    p.set_defaults(func=_config_keys)
+    p = config.add_parser("show", help="print a resolved config (YAML + overrides)")
+    p.add_argument("--config", default=None, help="YAML file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides key.sub=value")
+    p.set_defaults(func=_config_show)
+
+    for register in _package_commands():
+        register(sub)
+    return parser
+
+
+def _package_commands():
+    """Sub-commands other packages register (each a function taking the sub-parsers)."""
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"pairuni: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
