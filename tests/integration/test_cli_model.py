@@ -1,0 +1,56 @@
+"""`pairuni model tiny | info | sample` as a user runs them (real processes, real files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+BIN = os.path.join(os.path.dirname(sys.executable), "pairuni")
+
+
+def _run(*args):
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_model_commands_end_to_end(tmp_path):
+    ckpt, out = tmp_path / "ckpt", tmp_path / "sample"
+    r = _run("model", "tiny", "--out", str(ckpt), "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    assert (ckpt / "config.json").is_file() and (ckpt / "tokenizer.json").is_file()
+
+    r = _run("model", "info", "--model", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    lines = {line.split("  ")[0].strip(): line for line in r.stdout.splitlines()}
+    assert lines["VQ model"].rstrip().endswith("no")
+    assert lines["language model"].rstrip().endswith("yes")
+
+    r = _run(
+        "model",
+        "sample",
+        "--model",
+        str(ckpt),
+        "--prompt",
+        "a red circle",
+        "--question",
+        "what colour is it?",
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "5",
+    )
+    assert r.returncode == 0, r.stderr
+    img = np.asarray(Image.open(out / "image.png"))
+    assert img.shape == (64, 64, 3)
+    record = json.loads((out / "answer.json").read_text())
+    assert record["answer_tokens"] >= 1 and record["answer"] in r.stdout
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    r = _run("model", "info", "--model", str(tmp_path / "missing"))
+    assert r.returncode == 2
+    assert "no model checkpoint at" in r.stderr and "Traceback" not in r.stderr
