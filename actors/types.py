@@ -1,0 +1,77 @@
+"""Data contracts between the driver, rollout workers, reward endpoints and the learner.
+
+Small typed dataclasses, not dicts (../shared/DESIGN.md). Arrays are numpy so that they
+cross the object store zero-copy; nothing here imports ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TASKS = ("und", "gen")
+"""Understanding (image + question -> answer) and generation (prompt -> image tokens)."""
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    """One prompt to sample ``n`` completions for. ``request_id`` is unique within a step."""
+
+    request_id: int
+    pair_id: int
+    task: str
+    prompt: str
+    """The question (und) or the generation prompt (gen), without the chat template."""
+    n: int
+    seed: int
+    image: np.ndarray | None = None
+    """uint8 [H, W, 3]: the input image of an understanding request; None for generation."""
+    answer: str | None = None
+    """Ground truth of an understanding request (for the accuracy reward)."""
+    choices: tuple[str, ...] | None = None
+    """Multiple-choice option texts, in letter order."""
+    answer_kind: str = "choice"
+    """How the accuracy reward reads the answer: choice | math | text."""
+    pair_weight: float = 1.0
+    """Pair-GRPO weight w_p: 1 for aligned pairs, sqrt(similarity) for retrieved ones."""
+    pair_kind: str = "aligned"
+    """aligned | retrieved."""
+
+
+@dataclass
+class Rollout:
+    """One sampled completion, with what the sampler saw and the weight version it used."""
+
+    request: RolloutRequest
+    sample_index: int
+    token_ids: np.ndarray
+    """int64 [T]: answer tokens (und, eos included when emitted) or image tokens (gen, [K])."""
+    logprobs: np.ndarray
+    """float32 [T]: the sampler's log-prob of each token (CFG-combined for image tokens)."""
+    weight_version: int
+    text: str | None = None
+    """Decoded answer (und)."""
+    image: np.ndarray | None = None
+    """Decoded generated image, uint8 [H, W, 3] (gen)."""
+    rewards: dict[str, float] = field(default_factory=dict)
+    """Reward terms by name; NaN where a reward could not be obtained."""
+
+    @property
+    def task(self) -> str:
+        return self.request.task
+
+    @property
+    def pair_id(self) -> int:
+        return self.request.pair_id
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    """A published policy version: an object-store ref to one flat buffer + its manifest."""
+
+    version: int
+    ref: object
+    """ray.ObjectRef of a uint8 numpy buffer (or the buffer itself in local mode)."""
+    manifest: tuple
+    """((name, dtype, shape, offset, nbytes), ...) for every trainable parameter."""
