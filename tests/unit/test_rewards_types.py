@@ -1,0 +1,188 @@
+"""Request validation: every bad input names its field and its 4xx; config validation."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.config import ConfigError
+from rewards.config import RewardsConfig
+from rewards.types import (
+    AccuracyItem,
+    DualItem,
+    HpsItem,
+    Limits,
+    RewardInputError,
+    decode_image,
+    encode_png,
+    parse_request,
+)
+
+LIM = Limits(max_items=4, max_text_chars=100, min_image_side=8, max_image_side=256)
+
+
+def _png(mode: str, size=(32, 16), fmt="PNG") -> str:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_png_round_trip_is_exact():
+    img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    assert np.array_equal(decode_image(encode_png(img), "x", LIM), img)
+
+
+def test_valid_requests_parse_into_typed_items():
+    img = np.zeros((16, 16, 3), np.uint8)
+    acc = parse_request(
+        "accuracy",
+        {
+            "items": [
+                {"response": "", "answer": "B"},
+                {"response": "x", "answer": "2", "kind": "math"},
+            ]
+        },
+        LIM,
+    )
+    assert acc == [AccuracyItem("", "B"), AccuracyItem("x", "2", "math")]
+    (hps,) = parse_request("hps", {"items": [{"image": encode_png(img), "prompt": "a"}]}, LIM)
+    assert isinstance(hps, HpsItem) and hps.image.shape == (16, 16, 3)
+    (dual,) = parse_request(
+        "dual", {"items": [{"task": "generation", "image": img, "text": "a"}]}, LIM
+    )
+    assert isinstance(dual, DualItem) and dual.image is img
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "payload", "field", "status"),
+    [
+        ("hps", [1, 2], "body", 400),
+        ("hps", {}, "items", 422),
+        ("hps", {"items": []}, "items", 422),
+        ("hps", {"items": [{"prompt": "a", "image": _png("RGB")}] * 5}, "items", 413),
+        ("hps", {"items": ["x"]}, "items[0]", 422),
+        ("hps", {"items": [{"prompt": "a"}]}, "items[0].image", 422),
+        ("hps", {"items": [{"image": _png("RGB")}]}, "items[0].prompt", 422),
+        ("hps", {"items": [{"image": _png("RGB"), "prompt": "  "}]}, "items[0].prompt", 422),
+        ("hps", {"items": [{"image": _png("RGB"), "prompt": "a" * 101}]}, "items[0].prompt", 413),
+        ("hps", {"items": [{"image": "%%%not base64", "prompt": "a"}]}, "items[0].image", 422),
+        (
+            "hps",
+            {"items": [{"image": base64.b64encode(b"hello").decode(), "prompt": "a"}]},
+            "items[0].image",
+            415,
+        ),
+        ("hps", {"items": [{"image": _png("RGBA"), "prompt": "a"}]}, "items[0].image", 422),
+        ("hps", {"items": [{"image": _png("L"), "prompt": "a"}]}, "items[0].image", 422),
+        ("hps", {"items": [{"image": _png("RGB", (4, 64)), "prompt": "a"}]}, "items[0].image", 422),
+        (
+            "hps",
+            {"items": [{"image": _png("RGB", (300, 64)), "prompt": "a"}]},
+            "items[0].image",
+            422,
+        ),
+        (
+            "hps",
+            {"items": [{"image": _png("RGB", fmt="GIF"), "prompt": "a"}]},
+            "items[0].image",
+            415,
+        ),
+        (
+            "hps",
+            {"items": [{"image": np.zeros((16, 16), np.uint8), "prompt": "a"}]},
+            "items[0].image",
+            422,
+        ),
+        (
+            "hps",
+            {"items": [{"image": np.zeros((16, 16, 3), np.float32), "prompt": "a"}]},
+            "items[0].image",
+            422,
+        ),
+        ("accuracy", {"items": [{"response": "B"}]}, "items[0].answer", 422),
+        ("accuracy", {"items": [{"answer": "B"}]}, "items[0].response", 422),
+        ("accuracy", {"items": [{"response": 3, "answer": "B"}]}, "items[0].response", 422),
+        (
+            "accuracy",
+            {"items": [{"response": "B", "answer": "B", "kind": "exact"}]},
+            "items[0].kind",
+            422,
+        ),
+        (
+            "accuracy",
+            {"items": [{"response": "B", "answer": "B", "choices": [1, 2]}]},
+            "items[0].choices",
+            422,
+        ),
+        (
+            "accuracy",
+            {"items": [{"response": "B", "answer": "purple", "choices": ["red"]}]},
+            "items[0].answer",
+            422,
+        ),
+        (
+            "dual",
+            {"items": [{"task": "both", "image": _png("RGB"), "text": "a"}]},
+            "items[0].task",
+            422,
+        ),
+        (
+            "dual",
+            {"items": [{"task": "understanding", "image": _png("RGB"), "text": ""}]},
+            "items[0].text",
+            422,
+        ),
+    ],
+)
+def test_bad_requests_name_the_field(endpoint, payload, field, status):
+    with pytest.raises(RewardInputError) as info:
+        parse_request(endpoint, payload, LIM)
+    assert (info.value.field, info.value.status) == (field, status)
+    assert str(info.value).startswith(f"{field}: ")
+
+
+def test_unknown_endpoint_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"\['accuracy', 'dual', 'hps'\]"):
+        parse_request("clip", {"items": []}, LIM)
+
+
+def test_config_defaults_validate_and_errors_name_the_key():
+    RewardsConfig().validate()
+    cases = [
+        (dict(endpoints=("accuracy", "clip")), "rewards.endpoints"),
+        (dict(hps_arch="ViT-B-32"), "rewards.hps_arch"),
+        (dict(hps_precision="fp8"), "rewards.hps_precision"),
+        (dict(hps_min_replicas=3, hps_max_replicas=2), "rewards.hps_min_replicas"),
+        (dict(accuracy_max_batch_size=0), "rewards.accuracy_max_batch_size"),
+        (dict(hps_num_gpus=0.5), "rewards.hps_device"),  # a GPU reserved but cpu used
+        (dict(dual_num_gpus=1.5), "rewards.dual_num_gpus"),
+        (dict(client_mode="grpc"), "rewards.client_mode"),
+        (dict(client_chunk_size=300, max_items_per_request=256), "rewards.client_chunk_size"),
+        (dict(client_backoff_s=10.0, client_backoff_max_s=5.0), "rewards.client_backoff_s"),
+        (dict(hps_arch="tiny", hps_checkpoint="/x.pt"), "rewards.hps_checkpoint"),
+        (dict(min_image_side=300, max_image_side=200), "rewards.min_image_side"),
+    ]
+    for kwargs, key in cases:
+        with pytest.raises(ConfigError) as info:
+            RewardsConfig(**kwargs).validate()
+        assert info.value.key == key, kwargs
+    RewardsConfig(hps_num_gpus=0.25, hps_device="cuda", hps_precision="bf16").validate()
+
+
+def test_every_config_field_has_a_docstring():
+    import ast
+    import inspect
+
+    import rewards.config as mod
+
+    tree = ast.parse(inspect.getsource(mod))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RewardsConfig")
+    body = cls.body
+    for i, node in enumerate(body):
+        if isinstance(node, ast.AnnAssign):
+            nxt = body[i + 1]
+            assert isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant), node.target.id
