@@ -46,6 +46,12 @@ def _check_rewards(rewards: Tensor) -> None:
             f"rewards must be a float tensor [N] (NaN = failed), got {rewards.dtype} "
             f"{list(rewards.shape)}"
         )
+    if bool(torch.isinf(rewards).any()):
+        i = int(torch.isinf(rewards).nonzero()[0])
+        raise ValueError(
+            f"rewards[{i}]={float(rewards[i])}: a reward is finite, or NaN when it failed; "
+            "check the reward function that produced it"
+        )
 
 
 def group_index(*ids: Tensor) -> tuple[Tensor, int]:
@@ -65,6 +71,17 @@ def group_index(*ids: Tensor) -> tuple[Tensor, int]:
 # --- group statistics ---------------------------------------------------------------------------
 
 
+def _group_range(x: Tensor, valid: Tensor, inverse: Tensor, G: int) -> tuple[Tensor, Tensor]:
+    """Per-group max and min of ``x`` [N] over the rows where ``valid``; a group with no valid
+    row gets (-inf, +inf). Returns (hi[G], lo[G])."""
+    inf = torch.full_like(x, float("inf"))
+    hi = torch.full((G,), -float("inf"), dtype=x.dtype, device=x.device)
+    lo = torch.full((G,), float("inf"), dtype=x.dtype, device=x.device)
+    hi = hi.scatter_reduce(0, inverse, torch.where(valid, x, -inf), reduce="amax")
+    lo = lo.scatter_reduce(0, inverse, torch.where(valid, x, inf), reduce="amin")
+    return hi, lo
+
+
 def _group_stats(r: Tensor, inverse: Tensor, G: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-group mean, sample std (N_g - 1) and count over the valid (non-NaN) rewards, and
     a per-rollout flag "this rollout's group is degenerate" (fewer than 2 valid rewards, or
@@ -80,11 +97,7 @@ def _group_stats(r: Tensor, inverse: Tensor, G: int) -> tuple[Tensor, Tensor, Te
     std = (ss / (count - 1).clamp(min=1)).sqrt()  # [G], sample std
     # "All equal" is decided exactly (max == min), not by a rounded std: three rewards of 0.1
     # have a float mean that differs from 0.1 in the last bit.
-    inf = torch.full_like(r, float("inf"))
-    hi = torch.full((G,), -float("inf"), dtype=r.dtype, device=r.device)
-    lo = torch.full((G,), float("inf"), dtype=r.dtype, device=r.device)
-    hi = hi.scatter_reduce(0, inverse, torch.where(valid, r, -inf), reduce="amax")
-    lo = lo.scatter_reduce(0, inverse, torch.where(valid, r, inf), reduce="amin")
+    hi, lo = _group_range(r, valid, inverse, G)
     degenerate = ((count < 2) | (hi == lo))[inverse]  # [N]
     return mean, std, count, degenerate
 
@@ -161,10 +174,7 @@ def pair_grpo_advantages(
             ">= 0; it is 1 for an aligned pair and sqrt(similarity) for a retrieved one"
         )
     p_inv, P = group_index(pair_ids)
-    w_hi = torch.full((P,), -float("inf"), dtype=w.dtype, device=w.device)
-    w_lo = torch.full((P,), float("inf"), dtype=w.dtype, device=w.device)
-    w_hi = w_hi.scatter_reduce(0, p_inv, w, reduce="amax")
-    w_lo = w_lo.scatter_reduce(0, p_inv, w, reduce="amin")
+    w_hi, w_lo = _group_range(w, torch.ones_like(w, dtype=torch.bool), p_inv, P)
     mixed = (w_hi != w_lo)[p_inv]  # [N]
     if bool(mixed.any()):
         i = int(mixed.nonzero()[0])
@@ -281,11 +291,7 @@ def best_worst_pairs(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor
     n = r.shape[0]
     inverse, G = group_index(group_ids)
     valid = ~torch.isnan(r)
-    inf = torch.full_like(r, float("inf"))
-    hi = torch.full((G,), -float("inf"), dtype=r.dtype, device=r.device)
-    lo = torch.full((G,), float("inf"), dtype=r.dtype, device=r.device)
-    hi = hi.scatter_reduce(0, inverse, torch.where(valid, r, -inf), reduce="amax")
-    lo = lo.scatter_reduce(0, inverse, torch.where(valid, r, inf), reduce="amin")
+    hi, lo = _group_range(r, valid, inverse, G)
     idx = torch.arange(n, device=r.device)  # [N]
     sentinel = torch.full_like(idx, n)
     first = torch.full((G,), n, dtype=idx.dtype, device=r.device)
@@ -293,7 +299,7 @@ def best_worst_pairs(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor
     is_worst = valid & (r == lo[inverse])
     chosen = first.scatter_reduce(0, inverse, torch.where(is_best, idx, sentinel), reduce="amin")
     rejected = first.scatter_reduce(0, inverse, torch.where(is_worst, idx, sentinel), reduce="amin")
-    keep = torch.isfinite(hi) & (hi > lo)  # [G]: at least two distinct valid rewards
+    keep = hi > lo  # [G]: two distinct valid rewards; an all-NaN group has hi=-inf < lo=inf
     return chosen[keep], rejected[keep]
 
 

@@ -161,6 +161,10 @@ def test_unknown_names_and_bad_keys_list_the_valid_ones():
         combine_rewards({"a": r, "b": r}, {"a": 1.0}, g)
     with pytest.raises(ValueError, match="group_ids must have shape"):
         group_advantages(r, ids([0, 0, 0]))
+    with pytest.raises(ValueError, match=r"rewards\[1\]=inf: a reward is finite, or NaN"):
+        group_advantages(t([0.0, math.inf]), g)
+    with pytest.raises(ValueError, match="rewards must be a float tensor"):
+        group_advantages(ids([0, 1]), g)
 
 
 def test_best_worst_pairs_by_hand():
