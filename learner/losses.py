@@ -202,7 +202,8 @@ def policy_loss(
     over the masked tokens, dividing by ``normaliser`` when given (module docstring).
 
     logprobs, old_logprobs, mask, ref_logprobs: [N, T]; advantages, task_ids: [N].
-    Unmasked positions may hold anything (padding, -inf): they get neither loss nor gradient.
+    mask is bool or 0/1. Positions off the mask may hold anything (padding, -inf, NaN): they
+    get neither loss nor gradient. Computed in float32 at least (bf16 inputs are upcast).
     Returns (loss, metrics) with metrics over this batch's masked tokens: clip_fraction (share
     whose clip is active in the direction that matters: A > 0 and ratio > 1 + eps_high, or
     A < 0 and ratio < 1 - eps_low; these get zero gradient), approx_kl (k3 estimate of
@@ -215,22 +216,25 @@ def policy_loss(
         raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {eps_low}, {eps_high}")
     if kl_coef != 0 and ref_logprobs is None:
         raise ValueError(f"kl_coef={kl_coef} needs ref_logprobs [N, T]")
+    # bf16 / fp16 log-probs are upcast: ratios near 1 and token counts need float32 at least.
+    dtype = torch.promote_types(logprobs.dtype, torch.float32)
     on = mask.bool()  # [N, T]
-    m = on.to(logprobs.dtype)  # [N, T]
-    zero = torch.zeros_like(logprobs)
+    m = on.to(dtype)  # [N, T]
+    zero = torch.zeros(logprobs.shape, dtype=dtype, device=logprobs.device)
     # Padding may hold anything (-inf, NaN): replace it by 0 before any arithmetic, so that
     # neither the loss nor its gradient (torch.where passes 0 to the other branch) sees it.
-    logp = torch.where(on, logprobs, zero)  # [N, T]
-    logp_old = torch.where(on, old_logprobs.detach(), zero)  # [N, T]
+    logp = torch.where(on, logprobs.to(dtype), zero)  # [N, T]
+    logp_old = torch.where(on, old_logprobs.detach().to(dtype), zero)  # [N, T]
     log_ratio = logp - logp_old
     ratio = torch.exp(log_ratio)
-    A = advantages.detach().to(logprobs.dtype)[:, None]  # [N, 1]
+    A = advantages.detach().to(dtype)[:, None]  # [N, 1]
     surr = ratio * A
     surr_clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * A
     loss_tok = -torch.minimum(surr, surr_clipped)  # [N, T]
     kl = zero
     if ref_logprobs is not None:
-        kl = kl_k3(logp, torch.where(on, ref_logprobs.detach(), zero))  # [N, T], 0 off-mask
+        ref = torch.where(on, ref_logprobs.detach().to(dtype), zero)  # [N, T]
+        kl = kl_k3(logp, ref)  # [N, T], 0 off the mask
         if kl_coef != 0:
             loss_tok = loss_tok + kl_coef * kl
     loss = agg_fn(loss_tok, m, task_ids, normaliser)

@@ -126,6 +126,20 @@ def test_padding_never_reaches_loss_or_gradient():
     assert all(math.isfinite(v) for v in m.values())
 
 
+def test_bf16_logprobs_are_computed_in_float32():
+    # 1000 tokens of A = +1 and 1 token of A = -1 at ratio 1: token-mean = (-1000 + 1) / 1001.
+    # bf16 cannot even hold 1001 (it rounds to 1000), so a bf16 computation would be off.
+    logp = torch.zeros(2, 1000, dtype=torch.bfloat16, requires_grad=True)
+    mask = torch.zeros(2, 1000)
+    mask[0] = 1
+    mask[1, 0] = 1
+    loss, m = policy_loss(logp, logp.detach(), t([1.0, -1.0]), mask)
+    assert loss.dtype == torch.float32 and m["tokens"] == 1001.0
+    assert loss.item() == pytest.approx(-999 / 1001, rel=1e-6)
+    loss.backward()
+    assert logp.grad.dtype == torch.bfloat16
+
+
 # --- aggregation modes --------------------------------------------------------------------------
 
 
