@@ -87,8 +87,13 @@ def test_greedy_ties_broken_by_und_then_gen_index():
 
 
 def test_retrieved_weight_is_sqrt_similarity():
-    ps = build_pairs(_unit_angles(0, 0, 90), _unit_angles(0, 0, 60, 90), num_clusters=1,
-                     threshold=0.4, kmeans_backend="faiss")
+    ps = build_pairs(
+        _unit_angles(0, 0, 90),
+        _unit_angles(0, 0, 60, 90),
+        num_clusters=1,
+        threshold=0.4,
+        kmeans_backend="faiss",
+    )
     assert ps.retrieved
     for p in ps.retrieved:
         assert p.weight == pytest.approx(math.sqrt(p.similarity))
@@ -137,16 +142,27 @@ def test_greedy_match_equals_bruteforce(sets, neighbors, threshold, search_k):
 
 
 @settings(max_examples=60, deadline=None)
-@given(feature_sets(), st.integers(1, 3), THRESHOLDS, st.integers(1, 5),
-       st.sampled_from(["faiss", "sklearn"]))
+@given(
+    feature_sets(),
+    st.integers(1, 3),
+    THRESHOLDS,
+    st.integers(1, 5),
+    st.sampled_from(["faiss", "sklearn"]),
+)
 def test_build_pairs_invariants(sets, neighbors, threshold, k, backend):
     und, gen = sets
     nu, ng = len(und), len(gen)
     if nu + ng == 0:
         return
     k = min(k, nu + ng)
-    ps = build_pairs(3.0 * und, gen, num_clusters=k, neighbors=neighbors, threshold=threshold,
-                     kmeans_backend=backend)  # raw (unnormalised) inputs are allowed
+    ps = build_pairs(
+        3.0 * und,
+        gen,
+        num_clusters=k,
+        neighbors=neighbors,
+        threshold=threshold,
+        kmeans_backend=backend,
+    )  # raw (unnormalised) inputs are allowed
     u, g = l2_normalise(und) if nu else und, l2_normalise(gen) if ng else gen
     x = np.concatenate([u, g]) if nu and ng else (u if nu else g)
     assert ps.assignments.shape == (nu + ng,) and ps.centroids.shape == (k, x.shape[1])
@@ -191,10 +207,20 @@ def test_build_pairs_invariants(sets, neighbors, threshold, k, backend):
         (np.ones((3, 4)), np.ones((3, 5)), {}, "dimensions differ"),
         (np.array([[1.0, np.nan]]), np.ones((2, 2)), {}, r"und_features: row 0 has NaN"),
         (np.ones((2, 2)), np.array([[1.0, 1.0], [np.inf, 0]]), {}, r"gen_features: row 1"),
-        (np.ones((2, 2)), np.ones((2, 2)), {"num_clusters": 5}, r"num_clusters=5 must be in \[1, 4\]"),
+        (
+            np.ones((2, 2)),
+            np.ones((2, 2)),
+            {"num_clusters": 5},
+            r"num_clusters=5 must be in \[1, 4\]",
+        ),
         (np.ones((2, 2)), np.ones((2, 2)), {"threshold": 1.5}, r"threshold=1.5"),
         (np.ones((2, 2)), np.ones((2, 2)), {"neighbors": 0}, "neighbors=0"),
-        (np.ones((2, 2)), np.ones((2, 2)), {"kmeans_backend": "x"}, r"valid: \['faiss', 'sklearn'\]"),
+        (
+            np.ones((2, 2)),
+            np.ones((2, 2)),
+            {"kmeans_backend": "x"},
+            r"valid: \['faiss', 'sklearn'\]",
+        ),
         (np.ones(4), np.ones((2, 2)), {}, "2-D array"),
         (np.zeros((1, 2)), np.ones((2, 2)), {}, "row 0 has zero norm"),
     ],
@@ -209,14 +235,18 @@ def test_bad_inputs_raise_clear_errors(und, gen, kwargs, match):
 def test_same_seed_same_pairs(backend):
     rng = np.random.default_rng(3)
     u, g = rng.standard_normal((120, 16)), rng.standard_normal((150, 16))
-    runs = [build_pairs(u, g, num_clusters=12, threshold=0.3, seed=7, kmeans_backend=backend)
-            for _ in range(2)]
+    runs = [
+        build_pairs(u, g, num_clusters=12, threshold=0.3, seed=7, kmeans_backend=backend)
+        for _ in range(2)
+    ]
     np.testing.assert_array_equal(runs[0].assignments, runs[1].assignments)
     assert runs[0].aligned == runs[1].aligned and runs[0].retrieved == runs[1].retrieved
 
 
 def test_core_imports_no_distribution_packages():
-    code = ("import sys, pairing, pairing.core, pairing.matching, pairing.manifest, "
-            "pairing.config; bad = {'ray', 'deepspeed', 'vllm'} & set(sys.modules); "
-            "assert not bad, bad")
+    code = (
+        "import sys, pairing, pairing.core, pairing.matching, pairing.manifest, "
+        "pairing.config; bad = {'ray', 'deepspeed', 'vllm'} & set(sys.modules); "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
