@@ -22,3 +22,14 @@ def understanding_prompt(question: str, image_token: str, system: str = "") -> s
 def generation_prompt(prompt: str, boi_token: str, system: str = "") -> str:
     """Conversation prefix for text -> image; the image tokens follow ``boi_token``."""
     return f"{system}{USER}: {prompt}\n\n{ASSISTANT}:{boi_token}"
+
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def format_choices(choices) -> str:
+    """Options appended to a multiple-choice question: ``\\nA. red\\nB. blue ...`` + instruction."""
+    if not choices:
+        return ""
+    lines = [f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)]
+    return "\n" + "\n".join(lines) + "\nAnswer with the option's letter."

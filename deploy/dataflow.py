@@ -1,0 +1,145 @@
+"""The pieces of a training step that are plain data: pairs -> requests, rewards -> advantages.
+
+Kept apart from ``deploy/train.py`` so that the driver reads as the dataflow and these can be
+tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from actors.types import Rollout, RolloutRequest
+from learner.advantages import ADV_ESTIMATORS, best_worst_pairs, combine_rewards, lookup
+from models.prompts import format_choices
+
+TASK_IDS = {"und": 0, "gen": 1}
+
+
+def answer_kind(pair) -> str:
+    """How the accuracy reward reads a pair's answer: choice | math | text."""
+    if pair.choices:
+        return "choice"
+    if (pair.verifier or "").lower() in ("math", "math_verify", "mathverify", "numeric"):
+        return "math"
+    return "text"
+
+
+def decode_image_bytes(data: bytes, where: str) -> np.ndarray:
+    try:
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except Exception as e:  # PIL raises many types for bad bytes
+        raise ValueError(f"{where}: image cannot be decoded ({type(e).__name__}: {e})") from e
+
+
+def build_requests(
+    pairs: Sequence, step: int, seed: int, group_size: int, load_image: Callable[[str], bytes]
+) -> tuple[list, list]:
+    """Understanding and generation requests for a batch of pairs (PairUni section 2.2).
+
+    Every pair gives one understanding request (its image + question) and one generation
+    request (its prompt), each sampled ``group_size`` times; a half still marked
+    ``needs_augmentation`` gives no request. Request ids are unique within the step and
+    seeds derive from (seed, step, request id), so a re-dispatched request samples the same.
+    """
+    und, gen = [], []
+    for i, p in enumerate(pairs):
+        common = dict(
+            pair_id=int(p.pair_id), n=group_size, pair_weight=float(p.weight), pair_kind=p.kind
+        )
+        if p.question and p.answer is not None and p.und_image:
+            rid = 2 * i
+            und.append(
+                RolloutRequest(
+                    request_id=rid,
+                    task="und",
+                    seed=_seed(seed, step, rid),
+                    prompt=p.question + format_choices(p.choices),
+                    image=decode_image_bytes(
+                        load_image(p.und_image), f"pair {p.pair_id} und_image"
+                    ),
+                    answer=p.answer,
+                    choices=tuple(p.choices) or None,
+                    answer_kind=answer_kind(p),
+                    **common,
+                )
+            )
+        if p.prompt:
+            rid = 2 * i + 1
+            gen.append(
+                RolloutRequest(
+                    request_id=rid,
+                    task="gen",
+                    seed=_seed(seed, step, rid),
+                    prompt=p.prompt,
+                    **common,
+                )
+            )
+    return und, gen
+
+
+def _seed(seed: int, step: int, request_id: int) -> int:
+    return int(np.random.SeedSequence([seed, step, request_id]).generate_state(1)[0])
+
+
+def task_rewards(rollouts: Sequence[Rollout], weights: dict[str, float], mode: str) -> torch.Tensor:
+    """One reward per rollout of one task: its terms combined by ``weights`` (NaN stays NaN)."""
+    if not rollouts:
+        return torch.zeros(0, dtype=torch.float64)
+    terms = {
+        k: torch.tensor([r.rewards.get(k, math.nan) for r in rollouts], dtype=torch.float64)
+        for k in weights
+    }
+    groups = torch.tensor([r.pair_id for r in rollouts])
+    return combine_rewards(terms, weights, groups, mode=mode)
+
+
+def advantages(
+    rollouts: Sequence[Rollout], rewards: torch.Tensor, estimator: str, *, eps: float, scale: str
+) -> torch.Tensor:
+    """Advantages of all rollouts, grouped per (pair, task) (PairUni eq. 2-3)."""
+    fn = lookup(ADV_ESTIMATORS, estimator, "advantage estimator")
+    pair_ids = torch.tensor([r.pair_id for r in rollouts], dtype=torch.long)
+    task_ids = torch.tensor([TASK_IDS[r.task] for r in rollouts], dtype=torch.long)
+    weight = torch.tensor([r.request.pair_weight for r in rollouts], dtype=torch.float64)
+    return fn(rewards, pair_ids, task_ids, weight, eps=eps, scale=scale)
+
+
+def simpo_pairs(
+    rollouts: Sequence[Rollout], rewards: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best and worst rollout of each (pair, task) group for online SimPO (DSR section 3.3)."""
+    groups = torch.tensor([r.pair_id * 2 + TASK_IDS[r.task] for r in rollouts], dtype=torch.long)
+    chosen, rejected = best_worst_pairs(rewards, groups)
+    return chosen.numpy(), rejected.numpy()
+
+
+def reward_metrics(rollouts: Sequence[Rollout], rewards: torch.Tensor) -> dict[str, float]:
+    """Mean / std of the combined reward per task and per (task, pair kind); NaN counts."""
+    out: dict[str, float] = {}
+    r = rewards.double()
+    for task in TASK_IDS:
+        for kind in (None, "aligned", "retrieved"):
+            sel = [
+                i
+                for i, x in enumerate(rollouts)
+                if x.task == task and (kind is None or x.request.pair_kind == kind)
+            ]
+            vals = r[sel]
+            vals = vals[~torch.isnan(vals)]
+            name = f"reward/{task}" + (f"/{kind}" if kind else "")
+            if len(vals):
+                out[f"{name}_mean"] = float(vals.mean())
+                if kind is None:
+                    out[f"{name}_std"] = float(vals.std()) if len(vals) > 1 else 0.0
+    for term in sorted({k for x in rollouts for k in x.rewards}):
+        vals = [x.rewards[term] for x in rollouts if term in x.rewards]
+        ok = [v for v in vals if not math.isnan(v)]
+        out[f"reward_term/{term}_mean"] = float(np.mean(ok)) if ok else math.nan
+        out[f"reward_term/{term}_nan"] = float(len(vals) - len(ok))
+    return out

@@ -1,0 +1,123 @@
+"""Pairs -> requests and rewards -> advantages, the plain-data half of a training step."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from actors.types import Rollout
+from deploy.dataflow import advantages, build_requests, reward_metrics, simpo_pairs, task_rewards
+from pairing.manifest import Pair
+
+
+def _png(color) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+IMAGES = {"img:red": _png((255, 0, 0)), "img:bad": b"not an image"}
+
+
+def _pair(
+    pid, kind="aligned", sim=1.0, question="what colour?", prompt="a red square", image="img:red"
+):
+    return Pair(
+        pair_id=pid,
+        kind=kind,
+        similarity=sim,
+        weight=math.sqrt(sim) if kind == "retrieved" else 1.0,
+        und_image=image,
+        question=question,
+        choices=("red", "blue") if question else (),
+        answer="A" if question else None,
+        category="colour",
+        und_source="toy",
+        verifier=None,
+        gen_image=image,
+        prompt=prompt,
+        needs_augmentation=None
+        if question and prompt
+        else ("understanding" if not question else "generation"),
+    )
+
+
+def test_requests_per_half_with_unique_ids_and_stable_seeds():
+    pairs = [
+        _pair(10),
+        _pair(11, "retrieved", 0.64),
+        _pair(12, question=None),
+        _pair(13, prompt=None),
+    ]
+    und, gen = build_requests(pairs, step=3, seed=0, group_size=4, load_image=IMAGES.__getitem__)
+    assert [r.pair_id for r in und] == [10, 11, 13] and [r.pair_id for r in gen] == [10, 11, 12]
+    ids = [r.request_id for r in und + gen]
+    assert len(set(ids)) == len(ids)
+    assert und[0].prompt.endswith("B. blue\nAnswer with the option's letter.")
+    assert und[0].image.shape == (8, 8, 3) and tuple(und[0].image[0, 0]) == (255, 0, 0)
+    assert und[1].pair_weight == pytest.approx(0.8) and und[1].pair_kind == "retrieved"
+    again, _ = build_requests(pairs, step=3, seed=0, group_size=4, load_image=IMAGES.__getitem__)
+    assert [r.seed for r in again] == [r.seed for r in und]
+    later, _ = build_requests(pairs, step=4, seed=0, group_size=4, load_image=IMAGES.__getitem__)
+    assert [r.seed for r in later] != [r.seed for r in und]
+
+
+def test_undecodable_image_names_the_pair():
+    with pytest.raises(ValueError, match="pair 7 und_image"):
+        build_requests([_pair(7, image="img:bad")], 0, 0, 2, IMAGES.__getitem__)
+
+
+def _rollouts(pairs, rewards_und, rewards_gen, G=2):
+    und, gen = build_requests(pairs, 0, 0, G, IMAGES.__getitem__)
+    out = []
+    for reqs, rewards, term in ((und, rewards_und, "accuracy"), (gen, rewards_gen, "hps")):
+        k = 0
+        for req in reqs:
+            for s in range(G):
+                out.append(
+                    Rollout(
+                        req,
+                        s,
+                        np.zeros(1, np.int64),
+                        np.zeros(1, np.float32),
+                        0,
+                        rewards={term: rewards[k]},
+                    )
+                )
+                k += 1
+    return out
+
+
+def test_pair_grpo_advantages_end_to_end_by_hand():
+    # one aligned pair (w = 1) and one retrieved pair with s = 0.25 (w = 0.5); G = 2.
+    # und rewards (1, 0): mean 0.5, sample std sqrt(0.5): A = +-0.5/0.7071 = +-0.7071
+    pairs = [_pair(0), _pair(1, "retrieved", 0.25)]
+    rs = _rollouts(pairs, [1.0, 0.0, 1.0, 0.0], [0.3, 0.3, math.nan, 0.2])
+    und_r = task_rewards(
+        [r for r in rs if r.task == "und"], {"accuracy": 1.0}, "sum_then_normalise"
+    )
+    gen_r = task_rewards([r for r in rs if r.task == "gen"], {"hps": 1.0}, "sum_then_normalise")
+    r = torch.cat([und_r, gen_r])
+    adv = advantages(rs, r, "pair_grpo", eps=0.0, scale="group")
+    a = 0.5 / math.sqrt(0.5)
+    # gen pair 0 rewards are equal -> 0; gen pair 1 has a NaN -> a group of one -> 0
+    torch.testing.assert_close(
+        adv, torch.tensor([a, -a, 0.5 * a, -0.5 * a, 0, 0, 0, 0], dtype=adv.dtype)
+    )
+    flat = advantages(rs, r, "grpo", eps=0.0, scale="group")  # the paper's "w/o sim"
+    assert float(flat[2]) == pytest.approx(a)
+    m = reward_metrics(rs, r)
+    assert m["reward/und_mean"] == 0.5 and m["reward_term/hps_nan"] == 1.0
+    assert m["reward/und/retrieved_mean"] == 0.5
+
+
+def test_simpo_pairs_best_and_worst_per_group():
+    rs = _rollouts([_pair(0)], [1.0, 0.0], [0.1, 0.9])
+    r = torch.tensor([1.0, 0.0, 0.1, 0.9], dtype=torch.float64)
+    chosen, rejected = simpo_pairs(rs, r)
+    assert sorted(zip(chosen.tolist(), rejected.tolist())) == [(0, 1), (3, 2)]
