@@ -1,0 +1,262 @@
+"""Weights as one flat buffer: flatten, zero-copy views, copy into parameters, publish.
+
+A policy version travels as ONE contiguous uint8 numpy buffer plus a manifest
+``((name, dtype, shape, offset, nbytes), ...)`` (../shared/DESIGN.md, "Weights travel as
+one flat buffer"). numpy arrays cross Ray's object store zero-copy (a torch state_dict is
+pickled and copied), so a receiver maps each tensor as a view of the buffer and copies it
+once, into its parameters. bfloat16 has no numpy dtype: it is stored as its raw 16 bits
+(an int16 view) and viewed back as bfloat16 on receipt. Offsets are 64-byte aligned so
+every view is aligned for any dtype and for vectorised copies.
+
+Versions only go forward (``VersionedWeights``): a worker never goes back to an older
+policy, and a re-sent version is ignored.
+
+``ray`` is imported only inside ``publish``/``fetch``; the rest is numpy + torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from actors.types import WeightsRef
+
+log = logging.getLogger(__name__)
+
+ALIGN = 64
+"""Byte alignment of every tensor's offset in the flat buffer."""
+
+UNSYNCED = -1
+"""Version of a worker's weights before it has loaded any published version."""
+
+# dtype name -> (torch dtype, numpy dtype of the stored bits). bfloat16 ships as int16 bits.
+DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
+    "float32": (torch.float32, np.dtype(np.float32)),
+    "float64": (torch.float64, np.dtype(np.float64)),
+    "float16": (torch.float16, np.dtype(np.float16)),
+    "bfloat16": (torch.bfloat16, np.dtype(np.int16)),
+    "int64": (torch.int64, np.dtype(np.int64)),
+    "int32": (torch.int32, np.dtype(np.int32)),
+    "int8": (torch.int8, np.dtype(np.int8)),
+    "uint8": (torch.uint8, np.dtype(np.uint8)),
+    "bool": (torch.bool, np.dtype(np.bool_)),
+}
+_NAME_OF = {t: name for name, (t, _) in DTYPES.items()}
+
+
+class ManifestError(ValueError):
+    """A flat buffer and its manifest do not describe each other (or the receiver)."""
+
+
+class StaleWeightsError(ValueError):
+    """A weights version that is not newer than the one already held."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16 -> 'bfloat16'``; an unsupported dtype lists the supported ones."""
+    if dtype not in _NAME_OF:
+        raise ManifestError(
+            f"dtype {dtype} cannot travel in a flat buffer; supported: {sorted(DTYPES)}"
+        )
+    return _NAME_OF[dtype]
+
+
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def flatten(
+    named_tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None
+) -> tuple[np.ndarray, tuple]:
+    """Pack tensors into one uint8 buffer; returns ``(buffer [nbytes], manifest)``.
+
+    Entries keep the dict's order; each starts at a multiple of ``ALIGN`` bytes. With
+    ``dtype`` set, floating tensors are cast to it first (e.g. an fp32 master copy shipped
+    to bfloat16 rollout workers).
+    """
+    if not named_tensors:
+        raise ManifestError("flatten: no tensors given; pass the trainable parameters")
+    entries, tensors, offset = [], [], 0
+    for name, t in named_tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise ManifestError(f"flatten: {name!r} is a {type(t).__name__}, not a tensor")
+        t = t.detach()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        nbytes = t.numel() * t.element_size()
+        entries.append((name, dtype_name(t.dtype), tuple(t.shape), offset, nbytes))
+        tensors.append(t)
+        offset = _aligned(offset + nbytes)
+    buffer = np.zeros(offset, dtype=np.uint8)  # [total bytes]; padding stays zero
+    for (_, _, _, off, nbytes), t in zip(entries, tensors):
+        src = t.reshape(-1).contiguous().cpu().view(torch.uint8).numpy()  # [nbytes] raw bits
+        buffer[off : off + nbytes] = src
+    return buffer, tuple(entries)
+
+
+def _check_entry(i: int, entry, size: int) -> tuple:
+    where = f"manifest[{i}]"
+    if not isinstance(entry, (tuple, list)) or len(entry) != 5:
+        raise ManifestError(
+            f"{where}={entry!r}: expected (name, dtype, shape, offset, nbytes); "
+            "build the manifest with actors.weights.flatten"
+        )
+    name, dt, shape, offset, nbytes = entry
+    where = f"{where} ({name!r})"
+    if dt not in DTYPES:
+        raise ManifestError(f"{where}: dtype {dt!r} is not one of {sorted(DTYPES)}")
+    itemsize = DTYPES[dt][1].itemsize
+    if math.prod(shape) * itemsize != nbytes:
+        raise ManifestError(
+            f"{where}: nbytes={nbytes} but shape {tuple(shape)} of {dt} needs "
+            f"{math.prod(shape) * itemsize}"
+        )
+    if offset % ALIGN:
+        raise ManifestError(f"{where}: offset {offset} is not a multiple of {ALIGN}")
+    if offset < 0 or offset + nbytes > size:
+        raise ManifestError(
+            f"{where}: bytes [{offset}, {offset + nbytes}) fall outside the {size}-byte buffer; "
+            "the buffer and manifest come from different versions"
+        )
+    return name, dt, tuple(shape), offset, nbytes
+
+
+def unflatten_views(buffer: np.ndarray, manifest) -> dict[str, torch.Tensor]:
+    """Tensors that are views of ``buffer`` (no copy), one per manifest entry.
+
+    The views alias the buffer: a read-only buffer (as ``ray.get`` returns) gives read-only
+    memory, so copy out of the views, never write into them.
+    """
+    if not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or buffer.ndim != 1:
+        raise ManifestError(
+            f"buffer must be a 1-D uint8 numpy array, got "
+            f"{type(buffer).__name__} {getattr(buffer, 'dtype', '')} "
+            f"{getattr(buffer, 'shape', '')}"
+        )
+    out, seen = {}, set()
+    for i, entry in enumerate(manifest):
+        name, dt, shape, offset, nbytes = _check_entry(i, entry, buffer.size)
+        if name in seen:
+            raise ManifestError(f"manifest[{i}]: name {name!r} appears twice")
+        seen.add(name)
+        np_dtype = DTYPES[dt][1]
+        arr = buffer[offset : offset + nbytes].view(np_dtype).reshape(shape)  # view, no copy
+        with warnings.catch_warnings():
+            # torch warns on read-only arrays (object-store buffers); the views are read only.
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.from_numpy(arr)
+        out[name] = t.view(torch.bfloat16) if dt == "bfloat16" else t
+    return out
+
+
+@torch.no_grad()
+def load_into(params: dict[str, torch.nn.Parameter], buffer: np.ndarray, manifest) -> int:
+    """Copy every manifest tensor into the parameter of the same name; returns bytes copied.
+
+    Names must match both ways, and shapes and dtypes exactly; a mismatch names the
+    parameter and both sides.
+    """
+    views = unflatten_views(buffer, manifest)
+    missing = sorted(set(params) - set(views))
+    extra = sorted(set(views) - set(params))
+    if missing or extra:
+        raise ManifestError(
+            f"weights do not match the receiver's parameters: {len(missing)} missing from the "
+            f"manifest {missing[:5]}, {len(extra)} unknown to the receiver {extra[:5]}; "
+            "publisher and receiver must use the same model and trainable-parameter split"
+        )
+    copied = 0
+    for name, src in views.items():
+        p = params[name]
+        if tuple(p.shape) != tuple(src.shape):
+            raise ManifestError(
+                f"{name}: manifest shape {tuple(src.shape)} != parameter shape {tuple(p.shape)}"
+            )
+        if p.dtype != src.dtype:
+            raise ManifestError(
+                f"{name}: manifest dtype {src.dtype} != parameter dtype {p.dtype}; "
+                "publish with flatten(..., dtype=<the workers' dtype>)"
+            )
+        p.copy_(src)
+        copied += src.numel() * src.element_size()
+    return copied
+
+
+def publish(
+    named_tensors: dict[str, torch.Tensor],
+    version: int,
+    dtype: torch.dtype | None = None,
+    use_ray: bool | None = None,
+) -> WeightsRef:
+    """Flatten and put ONE object per version; returns the ``WeightsRef`` workers load.
+
+    ``use_ray=None`` puts into the object store when Ray is initialised and keeps the
+    buffer itself otherwise (local mode); ``True``/``False`` force either.
+    """
+    if not isinstance(version, int) or version < 0:
+        raise StaleWeightsError(f"version={version!r}: published versions are integers >= 0")
+    buffer, manifest = flatten(named_tensors, dtype)
+    if use_ray is None:
+        use_ray = _ray_initialised()
+    if use_ray:
+        import ray
+
+        return WeightsRef(version, ray.put(buffer), manifest)
+    return WeightsRef(version, buffer, manifest)
+
+
+def fetch(ref: WeightsRef) -> np.ndarray:
+    """The flat buffer of ``ref``: ``ray.get`` (zero-copy, read-only) or the local buffer."""
+    if isinstance(ref.ref, np.ndarray):
+        return ref.ref
+    import ray
+
+    return ray.get(ref.ref)
+
+
+def _ray_initialised() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
+
+
+class VersionedWeights:
+    """The latest accepted ``WeightsRef``; versions strictly increase.
+
+    ``offer`` ignores (and logs) an older or equal version; ``require_newer`` raises.
+    """
+
+    def __init__(self, owner: str = "weights"):
+        self.owner = owner
+        self.current: WeightsRef | None = None
+
+    @property
+    def version(self) -> int:
+        return UNSYNCED if self.current is None else self.current.version
+
+    def is_newer(self, version: int) -> bool:
+        return version > self.version
+
+    def stale_message(self, version: int) -> str:
+        return (
+            f"{self.owner}: refusing weights version {version}: already at version "
+            f"{self.version} (versions must increase; a re-sent or late version is ignored)"
+        )
+
+    def require_newer(self, version: int) -> None:
+        if not self.is_newer(version):
+            raise StaleWeightsError(self.stale_message(version))
+
+    def offer(self, ref: WeightsRef) -> bool:
+        """Keep ``ref`` if it is newer than the current version; else log and return False."""
+        if not self.is_newer(ref.version):
+            log.warning(self.stale_message(ref.version))
+            return False
+        self.current = ref
+        return True
