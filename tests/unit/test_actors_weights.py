@@ -62,7 +62,7 @@ def test_round_trip_bit_exact_fp32_bf16_fp16_int():
 
 def test_bf16_bits_are_the_int16_view():
     # bf16 1.0 = 0x3F80 = 16256 and -2.0 = 0xC000 = -16384 as int16.
-    buf, man = flatten({"w": torch.tensor([1.0, -2.0], dtype=torch.bfloat16)})
+    buf, _ = flatten({"w": torch.tensor([1.0, -2.0], dtype=torch.bfloat16)})
     assert buf[:4].view(np.int16).tolist() == [16256, -16384]
 
 
@@ -100,7 +100,9 @@ def test_load_into_copies_and_checks():
         load_into({**params, "z": torch.nn.Parameter(torch.zeros(1))}, buf, man)
     with pytest.raises(ManifestError, match=r"1 unknown to the receiver \['y'\]"):
         load_into({"x": params["x"]}, buf, man)
-    with pytest.raises(ManifestError, match=r"x: manifest shape \(4, 3\) != parameter shape \(3, 4\)"):
+    with pytest.raises(
+        ManifestError, match=r"x: manifest shape \(4, 3\) != parameter shape \(3, 4\)"
+    ):
         load_into({"x": torch.nn.Parameter(torch.zeros(3, 4)), "y": params["y"]}, buf, man)
     with pytest.raises(ManifestError, match="y: manifest dtype torch.bfloat16 != parameter dtype"):
         load_into({"x": params["x"], "y": torch.nn.Parameter(torch.zeros(2))}, buf, man)
