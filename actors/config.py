@@ -1,0 +1,152 @@
+"""Rollout configuration: worker pools (count and resources per role) and sampling knobs.
+
+Text workers, image workers and their resources are set independently, so each role
+scales on its own (../shared/DESIGN.md, "Launch"). ``*_workers = 0`` runs that pool
+in-process (local mode, for tests). The rollout group size G is PairUni's (8 for the 1B
+model, 4 for 7B; DSR uses 8).
+
+The sampling temperatures, ``max_new_tokens`` and ``cfg_weight`` are the sampler's; the
+learner must score with the same temperature and CFG weight, or ``logprob_diff`` is not ~0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.config import check
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Rollout worker pools and how they sample."""
+
+    # --- text (understanding) workers ---
+    text_workers: int = 2
+    """Number of text rollout actors; 0 runs one worker in-process (local mode)."""
+    text_num_cpus: float = 1.0
+    """CPUs reserved per text worker (fractions allowed)."""
+    text_num_gpus: float = 0.0
+    """GPU fraction per text worker (e.g. 0.5 puts two on one GPU); 0 on CPU."""
+    text_backend: str = "hf"
+    """Text sampling backend, a name in actors.text_rollout.TEXT_BACKENDS: hf."""
+    text_batch_size: int = 8
+    """Requests per text sampling call (each with G samples); also the unit of re-dispatch."""
+
+    # --- image (generation) workers ---
+    image_workers: int = 1
+    """Number of image rollout actors; 0 runs one worker in-process (local mode)."""
+    image_num_cpus: float = 1.0
+    """CPUs reserved per image worker (fractions allowed)."""
+    image_num_gpus: float = 0.0
+    """GPU fraction per image worker; 0 on CPU."""
+    image_batch_size: int = 4
+    """Requests per image sampling call (each with G samples, doubled by CFG)."""
+
+    # --- sampling ---
+    group_size: int = 8
+    """G, samples per prompt (PairUni 8 for 1B / 4 for 7B; DSR 8)."""
+    text_temperature: float = 1.0
+    """Sampling temperature of text answers."""
+    image_temperature: float = 1.0
+    """Sampling temperature of image tokens (of the CFG-combined logits)."""
+    max_new_tokens: int = 64
+    """Longest sampled answer, in tokens."""
+    cfg_weight: float = 5.0
+    """Classifier-free guidance weight w of image sampling; > 1 (Janus-Pro 5)."""
+
+    # --- faults ---
+    max_restarts: int = 3
+    """Restarts allowed per worker slot before the run fails."""
+    request_timeout_s: float = 600.0
+    """A sampling call running longer than this is killed and re-dispatched to a restarted worker."""
+
+    def validate(self) -> None:
+        from actors.text_rollout import TEXT_BACKENDS
+
+        for role in ("text", "image"):
+            n = getattr(self, f"{role}_workers")
+            check(
+                isinstance(n, int) and n >= 0,
+                f"rollout.{role}_workers",
+                n,
+                "must be an integer >= 0",
+                "use 0 for in-process, N >= 1 for N Ray actors",
+            )
+            cpus = getattr(self, f"{role}_num_cpus")
+            check(
+                cpus > 0,
+                f"rollout.{role}_num_cpus",
+                cpus,
+                "must be > 0 (an actor with no CPU may be scheduled onto an overloaded node)",
+                "use 1.0, or a fraction like 0.5 to pack workers",
+            )
+            gpus = getattr(self, f"{role}_num_gpus")
+            check(
+                gpus >= 0 and (gpus <= 1 or float(gpus).is_integer()),
+                f"rollout.{role}_num_gpus",
+                gpus,
+                "must be >= 0, a fraction of one GPU or a whole number of GPUs",
+                "use 0 on CPU, 1 or 0.5 on GPU",
+            )
+            bs = getattr(self, f"{role}_batch_size")
+            check(
+                isinstance(bs, int) and bs >= 1,
+                f"rollout.{role}_batch_size",
+                bs,
+                "must be an integer >= 1",
+                "use 8 for text, 4 for images",
+            )
+        check(
+            self.text_backend in TEXT_BACKENDS,
+            "rollout.text_backend",
+            self.text_backend,
+            f"is not one of {sorted(TEXT_BACKENDS)}",
+            f"use one of {sorted(TEXT_BACKENDS)}",
+        )
+        check(
+            isinstance(self.group_size, int) and self.group_size >= 2,
+            "rollout.group_size",
+            self.group_size,
+            "must be an integer >= 2 (group normalisation needs a sample std)",
+            "use 8 (PairUni 1B) or 4 (PairUni 7B)",
+        )
+        for key in ("text_temperature", "image_temperature"):
+            v = getattr(self, key)
+            check(v > 0, f"rollout.{key}", v, "must be > 0", "use 1.0")
+        check(
+            isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+            "rollout.max_new_tokens",
+            self.max_new_tokens,
+            "must be an integer >= 1",
+            "use 64",
+        )
+        check(
+            self.cfg_weight > 1.0,
+            "rollout.cfg_weight",
+            self.cfg_weight,
+            "must be > 1 (w = 1 is the conditional policy, no guidance)",
+            "use 5.0 as Janus-Pro does",
+        )
+        check(
+            isinstance(self.max_restarts, int) and self.max_restarts >= 0,
+            "rollout.max_restarts",
+            self.max_restarts,
+            "must be an integer >= 0",
+            "use 3",
+        )
+        check(
+            self.request_timeout_s > 0,
+            "rollout.request_timeout_s",
+            self.request_timeout_s,
+            "must be > 0 seconds",
+            "use 600",
+        )
+
+    def resources(self, role: str) -> dict[str, float]:
+        """``ray.remote`` options of one worker of ``role`` (text | image)."""
+        if role not in ("text", "image"):
+            raise ValueError(f"role {role!r} is not one of ('text', 'image')")
+        return {
+            "num_cpus": getattr(self, f"{role}_num_cpus"),
+            "num_gpus": getattr(self, f"{role}_num_gpus"),
+        }
