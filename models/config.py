@@ -31,6 +31,7 @@ def check(ok: bool, key: str, value: Any, constraint: str, fix: str) -> None:
 
 DTYPES = ("float32", "bfloat16", "float16")
 LOGPROB_MODES = ("combined", "conditional")
+IMAGE_IMPLEMENTATIONS = ("reference", "static")  # the keys of models.unified.IMAGE_SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class ModelConfig:
     """Longest sampled answer, in tokens."""
     image_logprob_mode: str = "combined"
     """Image-token policy the learner scores: combined (CFG-mixed, as sampled) | conditional (T2I-R1)."""
+    image_implementation: str = "reference"
+    """Image-token sampling loop: reference (plain loop) | static (static KV cache, CUDA graphs on GPU)."""
     train_vision_tower: bool = False
     """Train the SigLIP understanding tower too (frozen by default)."""
     seed: int = 0
@@ -100,6 +103,13 @@ class ModelConfig:
             self.image_logprob_mode,
             f"must be one of {LOGPROB_MODES}",
             "use 'combined'",
+        )
+        check(
+            self.image_implementation in IMAGE_IMPLEMENTATIONS,
+            "model.image_implementation",
+            self.image_implementation,
+            f"must be one of {IMAGE_IMPLEMENTATIONS}",
+            "use 'static' for rollout speed, 'reference' to debug",
         )
         check(
             self.device == "cpu" or self.device.startswith("cuda"),

@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import image_tokens, text_tokens
+from models import image_tokens, static_sampler, text_tokens
 from models.prompts import DESCRIBE_QUESTION
 from models.text_tokens import Padded
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Frozen by default: the SigLIP understanding tower and the VQ tokenizer (../shared/DESIGN.md).
 VISION_TOWER, VQ_MODEL = "model.vision_model.", "model.vqmodel."
+# Image-token samplers by name: same arguments, same draws for the same seed.
+IMAGE_SAMPLERS = {"reference": image_tokens.sample, "static": static_sampler.sample}
 
 
 @dataclass
@@ -164,13 +166,22 @@ class UnifiedModel:
         temperature: float = 1.0,
         seed: int | None = None,
         greedy: bool = False,
+        implementation: str = "reference",
     ) -> ImageSamples:
-        """Sample n images' tokens per prompt from the CFG-combined policy (with log-probs)."""
+        """Sample n images' tokens per prompt from the CFG-combined policy (with log-probs).
+
+        ``implementation`` picks the loop from ``IMAGE_SAMPLERS``: ``reference`` (plain loop,
+        dynamic cache) or ``static`` (static KV cache, CUDA graphs on GPU).
+        """
         prompts = _check_text("prompts", prompts)
         _check_n(n)
         _check_cfg(cfg_weight)
         _check_temperature(temperature)
-        tokens, logprobs = image_tokens.sample(
+        if implementation not in IMAGE_SAMPLERS:
+            raise ValueError(
+                f"implementation={implementation!r} is not one of {tuple(IMAGE_SAMPLERS)}"
+            )
+        tokens, logprobs = IMAGE_SAMPLERS[implementation](
             self.hf, self.tokenizer, prompts, n, cfg_weight, temperature, seed, greedy
         )
         return ImageSamples(tokens, logprobs)

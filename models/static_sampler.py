@@ -1,0 +1,229 @@
+"""Fast image-token rollout (``implementation="static"``): static KV cache, compiled step.
+
+Samples the same policy as the reference loop in ``models/image_tokens.py``, the
+CFG-combined distribution (../shared/DESIGN.md)
+
+    pi(x_t | c) = softmax((l_u + w * (l_c - l_u)) / T),
+
+with the conditional and unconditional streams as one ``[2N]`` batch, but:
+
+* the KV cache is preallocated once for prompt + image tokens, ``[layers, 2N, H_kv, S, D]``
+  with ``S = L + K`` (``L`` the prompt length rounded up to ``PROMPT_BUCKET``), and reused
+  across calls of the same shape;
+* each decode step attends over the first ``S_i`` cache columns, ``S_i`` rounded up to
+  ``kv_bucket``: a handful of static shapes instead of one per step, and no reading of the
+  still-empty end of the cache;
+* the step (embed -> layers -> head -> CFG mix -> log-softmax -> pick) takes only device
+  tensors: no ``.item()``, no branch on tensor values, tokens and log-probs are written on
+  the device; on CUDA it runs under ``torch.compile(mode="reduce-overhead")`` (CUDA graphs),
+  on the CPU it runs eagerly.
+
+Sampling primitive. ``torch.multinomial(p, 1, generator=g)`` is, in ATen, exactly
+``argmax(p / q)`` with ``q = empty_like(p).exponential_(generator=g)`` (the exponential race,
+i.e. Gumbel-max). We draw ``q`` with the same generator, one ``[N, V]`` draw per token in
+the same order, so the reference loop stays as it is and the same seed gives the same
+tokens; the draw is one kernel outside the compiled step and needs no host sync.
+
+The compiled step reads the model's parameters by address: update weights in place
+(``param.copy_``), as the weight-sync path does, not by replacing the modules.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from models.image_tokens import image_prompt_ids, policy_logits, positions
+
+PROMPT_BUCKET = 32
+"""Prompt lengths are left-padded up to a multiple of this, so calls share one cache shape."""
+KV_BUCKET = 64
+"""Default attention-length bucket: step i reads ceil((L + i) / KV_BUCKET) * KV_BUCKET columns."""
+
+
+def pick(head_logits, q, cfg_weight: float, temperature: float):
+    """CFG-mix ``[2N, V]`` head logits, then choose one token per row.
+
+    ``q [N, V]`` is Exp(1) noise: ``argmax(p / q)`` is a draw from ``p`` (what
+    ``torch.multinomial`` computes); ``q=None`` is greedy. Returns ``(tok [N], logp [N])``.
+    """
+    logp = F.log_softmax(policy_logits(head_logits, cfg_weight, temperature, "combined"), dim=-1)
+    tok = logp.argmax(-1) if q is None else (logp.exp() / q).argmax(-1)  # [N]
+    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+class _KVWriter:
+    """Duck-typed ``Cache`` for one decode step: writes column ``col`` and returns ``[:S]``."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, col: torch.Tensor, S: int):
+        self.k, self.v, self.col, self.S = k, v, col, S
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        # key_states [2N, H_kv, 1, D] -> column col of layer layer_idx's cache [2N, H_kv, S_max, D]
+        self.k[layer_idx].index_copy_(2, self.col, key_states)
+        self.v[layer_idx].index_copy_(2, self.col, value_states)
+        return self.k[layer_idx][:, :, : self.S], self.v[layer_idx][:, :, : self.S]
+
+
+class StaticDecoder(torch.nn.Module):
+    """Preallocated KV cache + prompt mask for ``rows = 2N`` streams, and the decode step."""
+
+    def __init__(self, model, rows: int, L: int, K: int):
+        super().__init__()
+        tc = model.config.text_config
+        self.lm = model.model.language_model
+        self.head = model.model.generation_head
+        self.gen_embed = model.model.generation_embeddings
+        self.gen_aligner = model.model.generation_aligner
+        self.rows, self.L, self.K, self.S_max = rows, L, K, L + K
+        H_kv = tc.num_key_value_heads
+        D = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
+        kw = dict(device=model.device, dtype=model.dtype)
+        shape = (tc.num_hidden_layers, rows, H_kv, self.S_max, D)
+        self.register_buffer("k", torch.zeros(shape, **kw), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, **kw), persistent=False)
+        self.register_buffer(
+            "prompt_valid", torch.zeros(rows, self.S_max, dtype=torch.bool, device=model.device)
+        )
+        self.register_buffer("pos0", torch.zeros(rows, dtype=torch.long, device=model.device))
+        self.register_buffer("cols", torch.arange(self.S_max, device=model.device))
+        for t in (self.k, self.v, self.prompt_valid, self.pos0):
+            torch._dynamo.mark_static_address(t)  # mutated in place across CUDA-graph replays
+
+    def kv_bytes_per_column(self) -> int:
+        """Bytes of K and V held per cache column (all layers, all rows)."""
+        return 2 * self.k[:, :, :, 0].numel() * self.k.element_size()
+
+    @torch.no_grad()
+    def prefill(self, model, ids, mask):
+        """Run the prompt ``ids [2N, L0]`` like the reference loop and load its K/V.
+
+        The prompt lands right-aligned in columns ``[L - L0, L)``; the first ``L - L0``
+        columns stay masked. Returns the head logits at ``<begin_of_image>``, ``[2N, V]``.
+        """
+        L0 = ids.shape[1]
+        cache = DynamicCache(config=model.config.text_config)
+        out = self.lm(
+            inputs_embeds=model.get_input_embeddings()(ids),
+            attention_mask=mask,
+            position_ids=positions(mask),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        for i, layer in enumerate(cache.layers):
+            self.k[i, :, :, self.L - L0 : self.L].copy_(layer.keys)  # [2N, H_kv, L0, D]
+            self.v[i, :, :, self.L - L0 : self.L].copy_(layer.values)
+        self.prompt_valid.zero_()
+        self.prompt_valid[:, self.L - L0 : self.L].copy_(mask.bool())
+        self.pos0.copy_(mask.long().sum(-1))  # position of the first image token per row
+        return self.head(out.last_hidden_state[:, -1])
+
+    def step(self, prev, col, q, S: int, cfg_weight: float, temperature: float):
+        """Feed image token ``prev [N]`` at cache column ``col [1]``; pick the next token.
+
+        Reads cache columns ``[0, S)``; ``S > col`` is a Python int (a static shape).
+        """
+        x = self.gen_aligner(self.gen_embed(prev.repeat(2)[:, None]))  # [2N, 1, D]
+        pos = (self.pos0 + (col - self.L))[:, None]  # [2N, 1]: skips left padding
+        cos_sin = self.lm.rotary_emb(x, pos)
+        j = self.cols[:S]
+        valid = self.prompt_valid[:, :S] | ((j >= self.L) & (j <= col))  # [2N, S]
+        kv = _KVWriter(self.k, self.v, col, S)
+        for layer in self.lm.layers:
+            x = layer(
+                x,
+                attention_mask=valid[:, None, None, :],  # [2N, 1, 1, S], True = attend
+                position_embeddings=cos_sin,
+                past_key_values=kv,
+            )
+        return pick(self.head(self.lm.norm(x)[:, -1]), q, cfg_weight, temperature)
+
+
+def round_up(x: int, b: int) -> int:
+    return -(-x // b) * b
+
+
+# One decoder (cache + compiled step) per model, rebuilt when the batch shape changes.
+_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+COMPILE_MODES = ("auto", "none", "aot_eager", "inductor", "reduce-overhead")
+
+
+def _compiled_step(dec: StaticDecoder, compile: str):
+    """The decode step, compiled as asked: auto = CUDA graphs on CUDA, eager on the CPU."""
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"compile={compile!r} is not one of {COMPILE_MODES}")
+    if compile == "auto":
+        compile = "reduce-overhead" if dec.k.is_cuda else "none"
+    if compile == "none":
+        return dec.step
+    # One graph per kv bucket and per cached decoder: allow more than dynamo's default 8.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    if compile == "aot_eager":  # tracing check on the CPU: the step must be one graph
+        return torch.compile(dec.step, backend="aot_eager", fullgraph=True)
+    return torch.compile(dec.step, mode="reduce-overhead" if compile != "inductor" else None)
+
+
+def get_decoder(model, rows: int, L: int, K: int, compile: str = "auto"):
+    """The cached ``(decoder, step)`` for this model and shape (built on first use)."""
+    key = (rows, L, K, compile, model.device, model.dtype)
+    hit = _DECODERS.get(model)
+    if hit is None or hit[0] != key:
+        _DECODERS.pop(model, None)  # free the old cache before allocating the new one
+        dec = StaticDecoder(model, rows, L, K)
+        hit = (key, dec, _compiled_step(dec, compile))
+        _DECODERS[model] = hit
+    return hit[1], hit[2]
+
+
+def release(model) -> None:
+    """Drop the cached KV cache and compiled step of ``model``."""
+    _DECODERS.pop(model, None)
+
+
+@torch.no_grad()
+def sample(
+    model,
+    tokenizer,
+    prompts,
+    n,
+    cfg_weight,
+    temperature,
+    seed,
+    greedy=False,
+    *,
+    kv_bucket: int = KV_BUCKET,
+    compile: str = "auto",
+):
+    """CFG sampling with a static KV cache. Returns ``(tokens [N, K], logprobs [N, K])``.
+
+    Same arguments and same draws as ``image_tokens.sample`` (module docstring).
+    """
+    if kv_bucket < 1:
+        raise ValueError(f"kv_bucket={kv_bucket!r} must be >= 1")
+    device = model.device
+    ids, mask = image_prompt_ids(tokenizer, prompts, n, device)  # [2N, L0]
+    N, K = ids.shape[0] // 2, model.config.vision_config.num_image_tokens
+    L = round_up(ids.shape[1], PROMPT_BUCKET)
+    dec, step = get_decoder(model, 2 * N, L, K, compile)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed if seed is not None else torch.seed())
+    V = model.config.vq_config.num_embeddings
+
+    def noise():  # Exp(1) [N, V], drawn as torch.multinomial draws it
+        if greedy:
+            return None
+        return torch.empty(N, V, device=device).exponential_(generator=gen)
+
+    tokens = torch.empty(N, K, dtype=torch.long, device=device)
+    logprobs = torch.empty(N, K, dtype=torch.float32, device=device)
+    tok, lp = pick(dec.prefill(model, ids, mask), noise(), cfg_weight, temperature)
+    tokens[:, 0], logprobs[:, 0] = tok, lp
+    for i in range(1, K):
+        c = L + i - 1  # cache column of input token i - 1
+        S = min(round_up(c + 1, kv_bucket), dec.S_max)
+        tok, lp = step(tok, dec.cols[c : c + 1], noise(), S, cfg_weight, temperature)
+        tokens[:, i], logprobs[:, i] = tok, lp
+    return tokens, logprobs
