@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _package_commands():
     """Sub-commands other packages register (each a function taking the sub-parsers)."""
-    return []
+    from pairing.cli import add_pair_command
+
+    return [add_pair_command]
 
 
 def main(argv: list[str] | None = None) -> int:
