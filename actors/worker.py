@@ -1,0 +1,69 @@
+"""What text and image rollout workers share: building the policy, and the weights gate.
+
+The gate makes "a worker never samples one batch with mixed versions" hold by construction:
+sampling and loading take the same lock, so a load waits for an in-flight batch and a batch
+waits for an in-flight load. Ray actors are single-threaded by default (keep them so), and
+the lock also covers in-process use from several threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from actors.types import WeightsRef
+from actors.weights import VersionedWeights, fetch
+from models.config import ModelConfig
+
+
+def build_policy(model_cfg: ModelConfig):
+    """The rollout copy of the policy: a local checkpoint, or the tiny random model."""
+    from models.unified import DTYPES, UnifiedModel, load_unified_model, tiny_unified_model
+
+    if model_cfg.path:
+        m = load_unified_model(
+            model_cfg.path,
+            model_cfg.dtype,
+            model_cfg.device,
+            train_vision_tower=model_cfg.train_vision_tower,
+        )
+    else:
+        tiny = tiny_unified_model(model_cfg.seed)
+        m = UnifiedModel(tiny.hf, tiny.processor, train_vision_tower=model_cfg.train_vision_tower)
+        m.to(model_cfg.device, DTYPES[model_cfg.dtype])
+    m.hf.eval()
+    return m
+
+
+class WeightsGate:
+    """Lock + monotonic version of one worker's weights."""
+
+    def __init__(self, owner: str):
+        self.lock = threading.Lock()
+        self.versions = VersionedWeights(owner)
+        self.last_load_s = 0.0
+        """Seconds the last accepted load took (fetch + copy)."""
+
+    @property
+    def version(self) -> int:
+        return self.versions.version
+
+    def load(self, ref: WeightsRef, copy_in: Callable[[np.ndarray, tuple, int], None]) -> int:
+        """Fetch ``ref`` and ``copy_in(buffer, manifest, version)`` unless it is not newer.
+
+        Returns the version held afterwards. Holds the lock, so never overlaps sampling.
+        """
+        with self.lock:
+            if not self.versions.is_newer(ref.version):
+                self.versions.offer(ref)  # logs the refusal
+                return self.version
+            t0 = time.perf_counter()
+            buffer = fetch(ref)
+            copy_in(buffer, ref.manifest, ref.version)
+            del buffer
+            self.versions.offer(WeightsRef(ref.version, None, ref.manifest))  # drop the buffer
+            self.last_load_s = time.perf_counter() - t0
+            return self.version

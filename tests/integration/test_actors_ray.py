@@ -1,0 +1,140 @@
+"""Rollout pools on a local Ray cluster with the tiny model: weight sync, versions, faults.
+
+2 text workers + 1 image worker (0.5 CPU each). The "learner" here is an in-process tiny
+model of the same seed whose trainable parameters are perturbed, so a worker that really
+loaded the published weights samples exactly what that model samples with the same seed
+(same chunk, same seed, same CPU kernels), and one that did not, does not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from actors.config import RolloutConfig
+from actors.group import WorkerGroup, gather
+from actors.types import RolloutRequest
+from actors.weights import publish
+from models.config import ModelConfig
+
+pytestmark = pytest.mark.slow
+
+CFG = RolloutConfig(
+    text_workers=2,
+    text_num_cpus=0.5,
+    text_batch_size=2,
+    image_workers=1,
+    image_num_cpus=0.5,
+    image_batch_size=2,
+    group_size=2,
+    max_new_tokens=6,
+    max_restarts=2,
+)
+MODEL = ModelConfig()  # tiny random model, seed 0
+
+
+def _image(k: int) -> np.ndarray:
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, : 8 * (k + 1)] = (40 * k) % 256  # a different picture per request
+    return img
+
+
+def und_requests(first_id: int, count: int) -> list[RolloutRequest]:
+    return [
+        RolloutRequest(first_id + k, k, "und", f"what color? {k}", 2, seed=1000 + first_id + k,
+                       image=_image(k))
+        for k in range(count)
+    ]  # fmt: skip
+
+
+def gen_requests(first_id: int, count: int) -> list[RolloutRequest]:
+    return [
+        RolloutRequest(first_id + k, k, "gen", f"a red circle {k}", 2, seed=2000 + first_id + k)
+        for k in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def pools(ray_local):
+    text, image = WorkerGroup.text(MODEL, CFG), WorkerGroup.image(MODEL, CFG)
+    from models import tiny_unified_model
+
+    policy = tiny_unified_model(MODEL.seed)  # the learner's copy, built while actors build
+    text.wait_ready()
+    image.wait_ready()
+    yield text, image, policy
+    text.shutdown()
+    image.shutdown()
+
+
+@torch.no_grad()
+def _perturb(policy, step: int) -> None:
+    g = torch.Generator().manual_seed(step)
+    for p in policy.trainable_parameters().values():
+        p.add_(0.5 * torch.randn(p.shape, generator=g))
+
+
+def _check_complete(rollouts, requests, version):
+    keys = [(r.request.request_id, r.sample_index) for r in rollouts]
+    assert keys == [(q.request_id, k) for q in requests for k in range(q.n)]  # no loss, no dup
+    assert {r.weight_version for r in rollouts} == {version}
+
+
+def test_publish_once_load_everywhere_both_pools_at_once(pools, ray_local):
+    ray = ray_local
+    text, image, policy = pools
+    assert text.worker_versions() == [-1, -1] and image.worker_versions() == [-1]
+    _perturb(policy, 1)
+    ref = publish(policy.trainable_parameters(), 1)
+    assert isinstance(ref.ref, ray.ObjectRef)  # one object for every worker
+    assert text.broadcast_weights(ref) and image.broadcast_weights(ref)
+    assert text.worker_versions() == [1, 1] and image.worker_versions() == [1]
+    assert not text.broadcast_weights(ref)  # same version again: ignored
+
+    und, gen = und_requests(0, 4), gen_requests(100, 3)
+    text_job, image_job = text.submit(und), image.submit(gen)  # both pools busy at once
+    und_out, gen_out = gather(text_job, image_job)
+    _check_complete(und_out, und, 1)
+    _check_complete(gen_out, gen, 1)
+    for r in und_out:
+        assert r.token_ids.dtype == np.int64 and r.logprobs.dtype == np.float32
+        assert r.token_ids.shape == r.logprobs.shape and 1 <= len(r.token_ids) <= 6
+        assert np.all(r.logprobs <= 0) and isinstance(r.text, str)
+    for r in gen_out:
+        assert r.token_ids.shape == (16,) and r.logprobs.shape == (16,)
+        assert r.image.dtype == np.uint8 and r.image.shape == (64, 64, 3)
+
+    # The workers sample what the published weights sample: chunk 0 of each pool is
+    # requests 0-1 with the seed of request 0 (text_batch_size = image_batch_size = 2).
+    s = policy.sample_text([q.image for q in und[:2]], [q.prompt for q in und[:2]], n=2,
+                           temperature=1.0, max_new_tokens=6, seed=und[0].seed)  # fmt: skip
+    assert [r.token_ids.tolist() for r in und_out[:4]] == s.token_ids
+    np.testing.assert_allclose(
+        np.concatenate([r.logprobs for r in und_out[:4]]), torch.cat(s.logprobs).numpy(), atol=1e-5
+    )
+    si = policy.sample_image_tokens([q.prompt for q in gen[:2]], n=2, cfg_weight=CFG.cfg_weight,
+                                    seed=gen[0].seed)  # fmt: skip
+    assert np.array_equal(np.stack([r.token_ids for r in gen_out[:4]]), si.tokens.numpy())
+    np.testing.assert_array_equal(np.stack([r.image for r in gen_out[:4]]),
+                                  policy.decode_images(si.tokens))  # fmt: skip
+
+
+def test_killed_worker_is_restarted_with_current_weights_nothing_lost(pools, ray_local):
+    ray = ray_local
+    text, _, policy = pools
+    _perturb(policy, 2)
+    ref = publish(policy.trainable_parameters(), 2)
+    assert text.broadcast_weights(ref)
+    requests = und_requests(200, 7)  # 4 chunks over 2 workers
+    job = text.submit(requests)
+    victim = text.workers[0]
+    ray.kill(victim)  # mid-map: its chunk is in flight
+    (out,) = gather(job, timeout_s=300)
+    assert text.restarts == [1, 0] and job.redispatched >= 1
+    assert text.workers[0] is not victim
+    _check_complete(out, requests, 2)  # the new worker loaded version 2 before sampling
+    assert text.worker_versions() == [2, 2]
+    # The re-dispatched chunk sampled what an undisturbed run samples.
+    again = text.map(requests)
+    assert [r.token_ids.tolist() for r in again] == [r.token_ids.tolist() for r in out]
