@@ -40,6 +40,9 @@ class RewardInputError(ValueError):
         self.field, self.message, self.status = field, message, status
         super().__init__(f"{field}: {message}")
 
+    def __reduce__(self):  # picklable with its fields (Ray ships it from replica to caller)
+        return (type(self), (self.field, self.message, self.status))
+
 
 @dataclass(frozen=True)
 class Limits:

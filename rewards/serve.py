@@ -1,0 +1,333 @@
+"""Reward endpoints as Ray Serve deployments: one per reward, dynamically batched.
+
+Each deployment answers
+
+* ``POST /<endpoint>/score`` with JSON ``{"items": [...]}`` (images as base64 PNG; fields in
+  ``rewards/types.py``) -> ``{"endpoint", "rewards": [float, ...] aligned with the items}``
+  (the DSR endpoint adds the ``version`` of the policy that scored them);
+* ``GET /<endpoint>/healthz`` -> ``{"status": "ok", ...}``;
+* the handle method ``score(payload)`` with the same payload, images as uint8 arrays;
+* DSR only: ``GET /dual/version`` and the handle method ``load_weights(ref, version,
+  manifest=None)`` that applies a weight version the learner published to the object store.
+
+A bad request gets a 4xx whose JSON body ``{"error", "field"}`` names the field (through a
+handle it raises ``RewardInputError``); the replica keeps serving. Items of all requests in
+flight are scored together: every item enters ``@serve.batch`` on its own, so batches fill
+across requests up to ``<endpoint>_max_batch_size`` items, waiting at most
+``<endpoint>_batch_wait_s``. Scoring runs in a worker thread so ``/healthz`` stays responsive.
+
+``deploy/serve_rewards.yaml`` names the builders below (``rewards.serve:hps_app`` ...) for
+``serve run``; ``run_endpoints`` starts the configured ones from Python (the CLI, tests).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the real `Request` type.
+import asyncio
+import dataclasses
+import json
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from rewards.config import ENDPOINTS, RewardsConfig
+from rewards.types import Limits, RewardInputError, parse_request
+
+logger = logging.getLogger(__name__)
+
+
+def config_from_args(args: "dict | RewardsConfig | None") -> RewardsConfig:
+    """``serve run`` application args (RewardsConfig fields) -> a validated config."""
+    if isinstance(args, RewardsConfig):
+        cfg = args
+    else:
+        from deploy.config import from_dict
+
+        cfg = from_dict(RewardsConfig, dict(args or {}), prefix="rewards.")
+    cfg.validate()
+    return cfg
+
+
+class _Endpoint:
+    """Shared plumbing: request validation, per-item batching, HTTP error mapping."""
+
+    endpoint = ""
+
+    def __init__(self, cfg: RewardsConfig):
+        self.cfg = cfg
+        self.lim = Limits.from_config(cfg)
+        self._lock = threading.Lock()  # one model call at a time (weights may change)
+        self._batched.set_max_batch_size(cfg.endpoint_setting(self.endpoint, "max_batch_size"))
+        self._batched.set_batch_wait_timeout_s(cfg.endpoint_setting(self.endpoint, "batch_wait_s"))
+        self.batches = 0
+        self.items = 0
+
+    def _score_items(self, items: list) -> list[float]:  # in a worker thread
+        raise NotImplementedError
+
+    def _locked_score(self, items: list) -> list[float]:
+        with self._lock:
+            return self._score_items(items)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _batched(self, items: list) -> list[float]:
+        self.batches += 1
+        self.items += len(items)
+        return await asyncio.to_thread(self._locked_score, items)
+
+    def _extra(self) -> dict:
+        return {}
+
+    async def score(self, payload: Any) -> dict:
+        """Handle API: validate ``payload`` (raises ``RewardInputError``) and score its items."""
+        items = parse_request(self.endpoint, payload, self.lim)
+        rewards = await asyncio.gather(*[self._batched(item) for item in items])
+        return {"endpoint": self.endpoint, "rewards": [float(r) for r in rewards], **self._extra()}
+
+    async def _http_score(self, request: Request) -> JSONResponse:
+        body = await request.body()
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return _error(RewardInputError("body", f"malformed JSON ({e})", status=400))
+        try:
+            return JSONResponse(await self.score(payload))
+        except RewardInputError as e:
+            return _error(e)
+        except Exception as e:  # a model failure: 500, the client retries
+            logger.exception("%s: scoring failed", self.endpoint)
+            return JSONResponse({"error": f"{type(e).__name__}: {e}", "field": None}, 500)
+
+    def healthz(self) -> dict:
+        return {
+            "status": "ok",
+            "endpoint": self.endpoint,
+            "batches": self.batches,
+            "items": self.items,
+            **self._extra(),
+        }
+
+
+def _error(e: RewardInputError) -> JSONResponse:
+    return JSONResponse({"error": str(e), "field": e.field}, status_code=e.status)
+
+
+accuracy_api = FastAPI(title="pairuni accuracy reward")
+
+
+@serve.deployment(name="accuracy")
+@serve.ingress(accuracy_api)
+class AccuracyDeployment(_Endpoint):
+    """Accuracy reward (``rewards/accuracy.py``): 1.0 / 0.0 per (response, answer)."""
+
+    endpoint = "accuracy"
+
+    def _score_items(self, items: list) -> list[float]:
+        from rewards.accuracy import accuracy_reward
+
+        return [
+            accuracy_reward(it.response, it.answer, choices=it.choices, kind=it.kind)
+            for it in items
+        ]
+
+    @accuracy_api.post("/score")
+    async def http_score(self, request: Request) -> JSONResponse:
+        return await self._http_score(request)
+
+    @accuracy_api.get("/healthz")
+    async def http_healthz(self) -> dict:
+        return self.healthz()
+
+
+hps_api = FastAPI(title="pairuni HPSv2 reward")
+
+
+@serve.deployment(name="hps")
+@serve.ingress(hps_api)
+class HpsDeployment(_Endpoint):
+    """HPSv2 reward (``rewards/hps.py``): cosine of image and prompt embeddings."""
+
+    endpoint = "hps"
+
+    def __init__(self, cfg: RewardsConfig):
+        from rewards.hps import HpsScorer
+
+        super().__init__(cfg)
+        if not cfg.hps_checkpoint and cfg.hps_arch == "ViT-H-14":
+            logger.warning("hps: no rewards.hps_checkpoint; scoring with RANDOM weights")
+        self.scorer = HpsScorer(
+            cfg.hps_arch,
+            cfg.hps_checkpoint,
+            cfg.hps_device,
+            cfg.hps_precision,
+            cfg.hps_seed,
+            cfg.hps_max_batch_size,
+        )
+
+    def _score_items(self, items: list) -> list[float]:
+        return self.scorer.score([it.image for it in items], [it.prompt for it in items])
+
+    @hps_api.post("/score")
+    async def http_score(self, request: Request) -> JSONResponse:
+        return await self._http_score(request)
+
+    @hps_api.get("/healthz")
+    async def http_healthz(self) -> dict:
+        return self.healthz()
+
+
+dual_api = FastAPI(title="pairuni DSR dual-likelihood reward")
+
+
+def named_arrays_from_flat(buffer: np.ndarray, manifest) -> dict[str, np.ndarray]:
+    """A flat uint8 weight buffer + manifest ``((name, dtype, shape, offset, nbytes), ...)``
+    (``actors.types.WeightsRef``) -> name -> array views (bfloat16 widened to float32)."""
+    import torch
+
+    buf = np.asarray(buffer).view(np.uint8).reshape(-1)
+    out = {}
+    for name, dtype, shape, offset, nbytes in manifest:
+        raw = buf[offset : offset + nbytes]
+        if str(dtype).removeprefix("torch.") == "bfloat16":
+            t = torch.frombuffer(bytearray(raw.tobytes()), dtype=torch.bfloat16)
+            out[name] = t.float().numpy().reshape(shape)
+        else:
+            out[name] = raw.view(np.dtype(str(dtype).removeprefix("torch."))).reshape(shape)
+    return out
+
+
+@serve.deployment(name="dual")
+@serve.ingress(dual_api)
+class DualDeployment(_Endpoint):
+    """DSR reward (``rewards/dual.py``) on the current policy version."""
+
+    endpoint = "dual"
+
+    def __init__(self, cfg: RewardsConfig):
+        from rewards.dual import DualScorer
+
+        super().__init__(cfg)
+        self.scorer = DualScorer(
+            model_path=cfg.dual_model_path,
+            device=cfg.dual_device,
+            seed=cfg.dual_seed,
+            batch_size=cfg.dual_max_batch_size,
+        )
+
+    def _score_items(self, items: list) -> list[float]:
+        return self.scorer.score(
+            [it.task for it in items], [it.image for it in items], [it.text for it in items]
+        )
+
+    def _extra(self) -> dict:
+        return {"version": self.scorer.version}
+
+    async def load_weights(self, ref: Any, version: int, manifest=None) -> int:
+        """Apply policy version ``version`` from the object store, as a rollout worker does.
+
+        ``ref`` is an ``ObjectRef`` (or its value: Ray resolves top-level refs) of either a
+        dict name -> array or a flat uint8 buffer described by ``manifest``. Scoring waits
+        while the weights change; returns the number of parameters copied.
+        """
+        import ray
+
+        value = await ref if isinstance(ref, ray.ObjectRef) else ref
+        named = value if isinstance(value, dict) else named_arrays_from_flat(value, manifest)
+        if isinstance(value, np.ndarray) and manifest is None:
+            raise ValueError("a flat weight buffer needs its manifest")
+
+        def apply() -> int:
+            with self._lock:
+                return self.scorer.load_weights(named, version)
+
+        n = await asyncio.to_thread(apply)
+        logger.info("dual: loaded weight version %d (%d parameters)", version, n)
+        return n
+
+    def get_version(self) -> int:
+        return self.scorer.version
+
+    @dual_api.post("/score")
+    async def http_score(self, request: Request) -> JSONResponse:
+        return await self._http_score(request)
+
+    @dual_api.get("/healthz")
+    async def http_healthz(self) -> dict:
+        return self.healthz()
+
+    @dual_api.get("/version")
+    async def http_version(self) -> dict:
+        return {"version": self.scorer.version}
+
+
+DEPLOYMENTS = {"accuracy": AccuracyDeployment, "hps": HpsDeployment, "dual": DualDeployment}
+"""Endpoint name -> its Serve deployment."""
+
+
+def deployment_options(cfg: RewardsConfig, endpoint: str) -> dict:
+    """Replicas (fixed, or autoscaling when min < max), CPUs/GPUs, concurrency from config."""
+    opts: dict[str, Any] = {
+        "max_ongoing_requests": cfg.max_ongoing_requests,
+        "ray_actor_options": {
+            "num_cpus": cfg.endpoint_setting(endpoint, "num_cpus"),
+            "num_gpus": getattr(cfg, f"{endpoint}_num_gpus", 0.0),
+        },
+    }
+    lo = cfg.endpoint_setting(endpoint, "min_replicas")
+    hi = cfg.endpoint_setting(endpoint, "max_replicas")
+    if lo < hi:
+        opts["autoscaling_config"] = {
+            "min_replicas": lo,
+            "max_replicas": hi,
+            "target_ongoing_requests": cfg.target_ongoing_requests,
+        }
+    else:
+        opts["num_replicas"] = cfg.endpoint_setting(endpoint, "num_replicas")
+    return opts
+
+
+def build_app(endpoint: str, args: dict | RewardsConfig | None = None):
+    """The bound Serve application of ``endpoint`` (a name in ``DEPLOYMENTS``)."""
+    if endpoint not in DEPLOYMENTS:
+        raise ValueError(f"unknown reward endpoint {endpoint!r}; valid: {sorted(DEPLOYMENTS)}")
+    cfg = config_from_args(args)
+    return DEPLOYMENTS[endpoint].options(**deployment_options(cfg, endpoint)).bind(cfg)
+
+
+def accuracy_app(args: dict | None = None):
+    """``serve run`` builder: ``import_path: rewards.serve:accuracy_app``."""
+    return build_app("accuracy", args)
+
+
+def hps_app(args: dict | None = None):
+    """``serve run`` builder: ``import_path: rewards.serve:hps_app``."""
+    return build_app("hps", args)
+
+
+def dual_app(args: dict | None = None):
+    """``serve run`` builder: ``import_path: rewards.serve:dual_app``."""
+    return build_app("dual", args)
+
+
+def run_endpoints(cfg: RewardsConfig, endpoints: tuple[str, ...] | None = None) -> dict:
+    """Start Serve on ``cfg.host:cfg.port`` and run each endpoint as its own application at
+    ``/<endpoint>``; returns endpoint -> handle. Ray must be initialised."""
+    from ray.serve.api import RunTarget, run_many
+
+    cfg.validate()
+    names = list(endpoints or cfg.endpoints)
+    unknown = [e for e in names if e not in ENDPOINTS]
+    if unknown:
+        raise ValueError(f"unknown reward endpoints {unknown}; valid: {list(ENDPOINTS)}")
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    # All applications deploy at once: replicas start (import torch, build models) in parallel.
+    targets = [RunTarget(build_app(e, cfg), name=e, route_prefix=f"/{e}") for e in names]
+    return dict(zip(names, run_many(targets)))
+
+
+def config_as_args(cfg: RewardsConfig) -> dict:
+    """The YAML ``args`` block that reproduces ``cfg`` (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}

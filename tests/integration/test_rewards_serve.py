@@ -1,0 +1,283 @@
+"""Reward endpoints on a real Serve instance on 127.0.0.1: HTTP and handle APIs, bad input,
+dynamic batching, DSR weight versions, and the RewardClient in both modes.
+
+One Serve start-up for the whole module (each costs tens of seconds on a shared 2-core box).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import math
+import socket
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rewards.accuracy import accuracy_reward
+from rewards.client import RewardClient
+from rewards.config import RewardsConfig
+from rewards.hps import HpsScorer
+from rewards.types import encode_png
+
+MAX_ITEMS = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(ray_local):
+    from ray import serve
+
+    from rewards.serve import run_endpoints
+
+    cfg = RewardsConfig(
+        endpoints=("accuracy", "hps", "dual"),
+        port=_free_port(),
+        hps_arch="tiny",
+        hps_seed=5,
+        hps_max_batch_size=8,
+        hps_batch_wait_s=0.05,
+        accuracy_num_cpus=0.5,
+        hps_num_cpus=1.0,
+        dual_num_cpus=1.0,
+        max_items_per_request=MAX_ITEMS,
+        max_image_side=512,
+        client_chunk_size=4,
+        client_timeout_s=30.0,
+        client_max_retries=1,
+        client_backoff_s=0.05,
+    )
+    handles = run_endpoints(cfg)
+    yield cfg, handles, f"http://127.0.0.1:{cfg.port}"
+    serve.shutdown()
+
+
+def _images(n: int, seed: int = 0, side: int = 64) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(n)]
+
+
+ACC_ITEMS = [
+    {"response": r"Adding the halves gives $\frac{1}{2}$.", "answer": "0.5", "kind": "math"},
+    {"response": "The answer is 4.", "answer": "3", "kind": "math"},
+    {
+        "response": "Looking at the sky, it is blue. Answer: B",
+        "answer": "B",
+        "choices": ["red", "blue"],
+    },
+    {"response": "<answer>paris</answer>", "answer": "Paris", "kind": "text"},
+]
+
+
+def test_http_scores_match_the_callables(served):
+    cfg, _, url = served
+    r = httpx.post(f"{url}/accuracy/score", json={"items": ACC_ITEMS}, timeout=30)
+    assert r.status_code == 200, r.text
+    want = [
+        accuracy_reward(
+            it["response"], it["answer"], choices=it.get("choices"), kind=it.get("kind", "choice")
+        )
+        for it in ACC_ITEMS
+    ]
+    assert r.json()["rewards"] == want == [1.0, 0.0, 1.0, 1.0]
+
+    imgs, prompts = _images(3), ["a red ball", "a cat", "snowy mountains"]
+    body = {"items": [{"image": encode_png(i), "prompt": p} for i, p in zip(imgs, prompts)]}
+    r = httpx.post(f"{url}/hps/score", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    # The replica's weights are the tiny model seeded with hps_seed: same scores here.
+    local = HpsScorer("tiny", seed=cfg.hps_seed).score(imgs, prompts)
+    assert np.allclose(r.json()["rewards"], local, atol=1e-5)
+
+    assert httpx.get(f"{url}/hps/healthz").json()["status"] == "ok"
+
+
+def test_handle_api_takes_uint8_arrays(served):
+    cfg, handles, _ = served
+    imgs = _images(2, seed=1)
+    got = (
+        handles["hps"]
+        .score.remote({"items": [{"image": im, "prompt": "a dog"} for im in imgs]})
+        .result(timeout_s=60)
+    )
+    local = HpsScorer("tiny", seed=cfg.hps_seed).score(imgs, ["a dog"] * 2)
+    assert np.allclose(got["rewards"], local, atol=1e-5)
+
+
+def _png(mode: str, size=(32, 32)) -> str:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+GOOD = {"items": [{"image": _png("RGB"), "prompt": "a red ball"}]}
+BAD_HPS = [
+    ("malformed JSON", b'{"items": [', 400, "body"),
+    ("not an object", b"[1, 2]", 400, "body"),
+    ("missing items", b"{}", 422, "items"),
+    ("missing field", {"items": [{"image": _png("RGB")}]}, 422, "items[0].prompt"),
+    ("empty text", {"items": [{"image": _png("RGB"), "prompt": " "}]}, 422, "items[0].prompt"),
+    (
+        "non-image payload",
+        {"items": [{"image": base64.b64encode(b"<html>").decode(), "prompt": "x"}]},
+        415,
+        "items[0].image",
+    ),
+    ("not base64", {"items": [{"image": "@@@", "prompt": "x"}]}, 422, "items[0].image"),
+    ("wrong mode", {"items": [{"image": _png("RGBA"), "prompt": "x"}]}, 422, "items[0].image"),
+    ("grey image", {"items": [{"image": _png("L"), "prompt": "x"}]}, 422, "items[0].image"),
+    (
+        "too small",
+        {"items": [{"image": _png("RGB", (4, 4)), "prompt": "x"}]},
+        422,
+        "items[0].image",
+    ),
+    (
+        "too large",
+        {"items": [{"image": _png("RGB", (600, 32)), "prompt": "x"}]},
+        422,
+        "items[0].image",
+    ),
+    ("oversized batch", {"items": GOOD["items"] * (MAX_ITEMS + 1)}, 413, "items"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "status", "field"), BAD_HPS, ids=[c[0] for c in BAD_HPS])
+def test_bad_input_gets_a_4xx_naming_the_field_and_the_replica_keeps_serving(
+    served, case, body, status, field
+):
+    _, _, url = served
+    kw = {"content": body} if isinstance(body, bytes) else {"json": body}
+    r = httpx.post(f"{url}/hps/score", timeout=30, **kw)
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field
+    assert r.json()["error"].startswith(f"{field}: ")
+    ok = httpx.post(f"{url}/hps/score", json=GOOD, timeout=30)
+    assert ok.status_code == 200 and len(ok.json()["rewards"]) == 1
+
+
+def test_bad_accuracy_and_dual_fields_are_named(served):
+    _, _, url = served
+    r = httpx.post(
+        f"{url}/accuracy/score",
+        timeout=30,
+        json={"items": [{"response": "B", "answer": "B", "kind": "regex"}]},
+    )
+    assert (r.status_code, r.json()["field"]) == (422, "items[0].kind")
+    r = httpx.post(
+        f"{url}/dual/score",
+        timeout=30,
+        json={"items": [{"task": "understanding", "image": _png("RGB"), "text": ""}]},
+    )
+    assert (r.status_code, r.json()["field"]) == (422, "items[0].text")
+    r = httpx.post(f"{url}/accuracy/score", json={"items": ACC_ITEMS[:1]}, timeout=30)
+    assert r.json()["rewards"] == [1.0]
+
+
+def test_dynamic_batching_fills_batches_across_requests(served):
+    _, _, url = served
+    before = httpx.get(f"{url}/hps/healthz").json()
+
+    async def fire():
+        async with httpx.AsyncClient(timeout=60) as c:
+            rs = await asyncio.gather(*[c.post(f"{url}/hps/score", json=GOOD) for _ in range(8)])
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(fire()) == [200] * 8
+    after = httpx.get(f"{url}/hps/healthz").json()
+    items, batches = after["items"] - before["items"], after["batches"] - before["batches"]
+    # 8 one-item requests inside one 50 ms batch window: fewer batches than items.
+    assert items == 8
+    assert batches < items
+
+
+def test_dual_loads_weight_versions_from_the_object_store(served):
+    import ray
+
+    from models import tiny_unified_model
+    from rewards.dual import DualScorer
+
+    _, handles, url = served
+    imgs = _images(2, seed=3)
+    items = [
+        {"task": "understanding", "image": imgs[0], "text": "a red ball"},
+        {"task": "generation", "image": imgs[1], "text": "a cat on a mat"},
+    ]
+    policy = tiny_unified_model(seed=0)  # dual_seed=0: the replica's version 0
+    v0 = handles["dual"].score.remote({"items": items}).result(timeout_s=60)
+    assert v0["version"] == 0
+    ref_scores = DualScorer(policy).score(
+        [i["task"] for i in items], imgs, [i["text"] for i in items]
+    )
+    assert np.allclose(v0["rewards"], ref_scores, atol=1e-5)
+
+    # Version 1: the learner moved the trainable weights; published as name -> array.
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for p in policy.trainable_parameters().values():
+            p.add_(torch.from_numpy(rng.normal(0, 0.05, tuple(p.shape)).astype(np.float32)))
+    named = {n: p.detach().numpy().copy() for n, p in policy.trainable_parameters().items()}
+    n = handles["dual"].load_weights.remote(ray.put(named), 1).result(timeout_s=60)
+    assert n == len(named)
+    assert httpx.get(f"{url}/dual/version").json() == {"version": 1}
+    want = DualScorer(policy).score([i["task"] for i in items], imgs, [i["text"] for i in items])
+    v1 = handles["dual"].score.remote({"items": items}).result(timeout_s=60)
+    assert v1["version"] == 1
+    assert np.allclose(v1["rewards"], want, atol=1e-5)
+    assert not np.allclose(v1["rewards"], v0["rewards"], atol=1e-4)
+
+    # Version 2, same weights as one flat uint8 buffer + manifest (the WeightsRef layout).
+    manifest, off = [], 0
+    for name, a in named.items():
+        manifest.append((name, str(a.dtype), tuple(a.shape), off, a.nbytes))
+        off += a.nbytes
+    flat = np.concatenate([a.reshape(-1).view(np.uint8) for a in named.values()])
+    handles["dual"].load_weights.remote(ray.put(flat), 2, tuple(manifest)).result(timeout_s=60)
+    v2 = httpx.post(
+        f"{url}/dual/score",
+        timeout=60,
+        json={"items": [{**it, "image": encode_png(it["image"])} for it in items]},
+    ).json()
+    assert v2["version"] == 2
+    assert np.allclose(v2["rewards"], want, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["http", "handle"])
+def test_client_gives_nan_only_to_rollouts_it_could_not_score(served, mode):
+    cfg, handles, url = served
+    good = [{"image": im, "prompt": f"prompt {i}"} for i, im in enumerate(_images(6, seed=4))]
+    items = [*good[:4], {"image": _images(1)[0], "prompt": ""}, *good[4:]]  # chunk 2 is bad
+    client = RewardClient("hps", cfg, mode=mode, url=f"{url}/hps", handle=handles["hps"])
+    got = client.score(items)
+    local = HpsScorer("tiny", seed=cfg.hps_seed).score(
+        [it["image"] for it in good], [it["prompt"] for it in good]
+    )
+    # Chunks of 4: [0..3] scored, [4..6] (the empty prompt's chunk) NaN, never 0.0.
+    assert np.allclose(got[:4], local[:4], atol=1e-5)
+    assert all(math.isnan(r) for r in got[4:])
+    assert client.num_failed == 3 and client.retries == 0  # a 4xx is never retried
+    ((endpoint, reason),) = client.failures
+    assert endpoint == "hps" and "items[0].prompt" in reason
+
+
+def test_client_times_out_retries_and_returns_nan(served):
+    cfg, handles, _ = served
+    import dataclasses
+
+    tight = dataclasses.replace(
+        cfg, client_timeout_s=0.001, client_max_retries=2, client_backoff_s=0.01
+    )
+    client = RewardClient("dual", tight, mode="handle", handle=handles["dual"])
+    got = client.score([{"task": "understanding", "image": _images(1)[0], "text": "a ball"}])
+    assert math.isnan(got[0])
+    assert client.requests == 3 and client.retries == 2
+    assert "timeout" in next(iter(client.failures))[1]
