@@ -76,6 +76,12 @@ class ReadResult:
     """Input rows seen: len(items) + len(issues)."""
 
 
+def describe_image_error(e: Exception) -> str:
+    """'undecodable image (<type>: <message>)' without PIL's object addresses."""
+    msg = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(e)).strip()
+    return f"undecodable image ({type(e).__name__}: {msg})"
+
+
 def image_problem(data: bytes | None) -> str | None:
     """Why these bytes are not a readable image (None when they are)."""
     if not data:
@@ -86,7 +92,7 @@ def image_problem(data: bytes | None) -> str | None:
         with Image.open(io.BytesIO(data)) as im:
             im.verify()
     except Exception as e:
-        return f"undecodable image ({type(e).__name__}: {e})"
+        return describe_image_error(e)
     return None
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pairing.config import FeatureConfig
+from pairing.datasets import describe_image_error
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,7 +75,7 @@ class Extractor:
                     tensors.append(self.preprocess(im.convert("RGB")))
                 ok.append(i)
             except Exception as e:
-                errors[i] = f"undecodable image ({type(e).__name__}: {e})"
+                errors[i] = describe_image_error(e)
         if tensors:
             with torch.inference_mode():
                 x = torch.stack(tensors).to(self.device)  # [b, 3, H, W]

@@ -32,7 +32,7 @@ def exact_similarity(u_feats: np.ndarray, g_feats: np.ndarray, u_idx, g_idx) -> 
 
     Each value depends only on its two rows (a per-row reduction along a contiguous axis),
     so the fast path and a brute-force reference get bit-identical values, hence the same
-    greedy order even under ties.
+    greedy order even under ties. Clipped to [-1, 1].
     """
     u_idx, g_idx = np.asarray(u_idx, np.int64), np.asarray(g_idx, np.int64)
     out = np.empty(u_idx.size, np.float64)
@@ -41,7 +41,7 @@ def exact_similarity(u_feats: np.ndarray, g_feats: np.ndarray, u_idx, g_idx) -> 
         uu = u_feats[u_idx[a : a + step]].astype(np.float64)  # [m, D]
         gg = g_feats[g_idx[a : a + step]].astype(np.float64)  # [m, D]
         out[a : a + step] = (uu * gg).sum(axis=1)
-    return out
+    return np.clip(out, -1.0, 1.0, out=out)  # rounding can put parallel rows at 1 + 1e-8
 
 
 def score_tolerance(dim: int) -> float:
