@@ -25,7 +25,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from actors.config import RolloutConfig
+from learner.config import LearnerConfig
 from models.config import ConfigError, ModelConfig, check
+from rewards.config import RewardsConfig
 
 T = TypeVar("T")
 
@@ -56,16 +59,105 @@ class RunSection:
 
 
 @dataclass(frozen=True)
+class TrainSection:
+    """The training loop (deploy/train.py)."""
+
+    manifest: str = ""
+    """PairUG manifest (parquet) written by `pairuni pair`."""
+    steps: int = 100
+    """Training steps (one learner update each)."""
+    pairs_per_step: int = 8
+    """B: pairs drawn per step; each gives G understanding and G generation rollouts."""
+    und_rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})
+    """Reward terms of understanding rollouts and their weights (accuracy | dual)."""
+    gen_rewards: dict[str, float] = field(default_factory=lambda: {"hps": 1.0})
+    """Reward terms of generation rollouts and their weights (hps | dual)."""
+    max_failed_reward_fraction: float = 0.25
+    """A step whose share of NaN (failed) rewards exceeds this stops the run."""
+    checkpoint_every: int = 0
+    """Checkpoint every k steps (0: only at the end and on SIGTERM / Ctrl-C)."""
+
+    def validate(self) -> None:
+        check(self.steps >= 1, "train.steps", self.steps, "must be >= 1", "use e.g. 100")
+        check(
+            self.pairs_per_step >= 1,
+            "train.pairs_per_step",
+            self.pairs_per_step,
+            "must be >= 1",
+            "use e.g. 8",
+        )
+        check(
+            0.0 <= self.max_failed_reward_fraction <= 1.0,
+            "train.max_failed_reward_fraction",
+            self.max_failed_reward_fraction,
+            "must be in [0, 1]",
+            "use 0.25",
+        )
+        check(
+            self.checkpoint_every >= 0,
+            "train.checkpoint_every",
+            self.checkpoint_every,
+            "must be >= 0",
+            "use 0 to checkpoint only at the end",
+        )
+        for key, terms in (
+            ("train.und_rewards", self.und_rewards),
+            ("train.gen_rewards", self.gen_rewards),
+        ):
+            check(
+                bool(terms),
+                key,
+                terms,
+                "needs at least one reward term",
+                "e.g. {accuracy: 1.0} for und, {hps: 1.0} for gen",
+            )
+
+
+REWARD_TERMS = {"und": ("accuracy", "dual"), "gen": ("hps", "dual")}
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """The whole run: one section per package. Later packages add their sections here."""
+    """The whole training run: one section per package.
+
+    The offline PairUG builder has its own config (``pairing.config.PairingConfig``, read by
+    `pairuni pair`): it is a separate job whose output, the manifest, a run names.
+    """
 
     run: RunSection = field(default_factory=RunSection)
     """Run directory and seed."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The unified model (models/)."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Rollout workers: counts, resources, sampling (actors/)."""
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    """Reward endpoints (rewards/)."""
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    """Advantages, losses, optimiser, DeepSpeed (learner/)."""
+    train: TrainSection = field(default_factory=TrainSection)
+    """The training loop (deploy/train.py)."""
 
     def validate(self) -> None:
-        pass
+        for task, key in (("und", "train.und_rewards"), ("gen", "train.gen_rewards")):
+            terms = getattr(self.train, f"{task}_rewards")
+            for term in terms:
+                check(
+                    term in REWARD_TERMS[task],
+                    key,
+                    terms,
+                    f"'{term}' is not a reward term for {task} rollouts; valid: "
+                    f"{list(REWARD_TERMS[task])}",
+                    "use one of the valid terms",
+                )
+        dsr = self.learner.algorithm.startswith("dsr")
+        uses_dual = "dual" in self.train.und_rewards or "dual" in self.train.gen_rewards
+        check(
+            not dsr or uses_dual,
+            "learner.algorithm",
+            self.learner.algorithm,
+            "DSR algorithms score rollouts with the dual self-reward",
+            "set train.und_rewards={dual: 1.0} and train.gen_rewards={dual: 1.0}",
+        )
 
 
 # ---- field documentation (the string literal under each field) -----------------------------
@@ -153,10 +245,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             return float(value)
         except ValueError:
             pass
-    if (
-        (isinstance(typ, type)
-        and not isinstance(value, typ))
-        or (typ is int and isinstance(value, bool))
+    if (isinstance(typ, type) and not isinstance(value, typ)) or (
+        typ is int and isinstance(value, bool)
     ):
         raise ConfigError(
             key,

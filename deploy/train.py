@@ -1,0 +1,272 @@
+"""The training loop (../shared/DESIGN.md, "The training step").
+
+    ray job submit --working-dir . --runtime-env deploy/runtime_env.yaml -- \\
+        python -m deploy.train --config deploy/configs/<run>.yaml [key.sub=value ...]
+
+One step: pairs -> understanding jobs to the text pool and generation jobs to the image pool
+at the same time -> rewards -> Pair-GRPO advantages -> learner update -> publish weights ->
+rollout workers (and the DSR endpoint) load the new version before the next step samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from actors.types import Rollout
+from deploy import checkpoint
+from deploy.config import RunConfig, load_config, write_resolved
+from deploy.dataflow import (
+    advantages,
+    build_requests,
+    reward_metrics,
+    simpo_pairs,
+    task_rewards,
+)
+from deploy.metrics import MetricsWriter, plot_curves
+from learner.types import TrainBatch
+
+log = logging.getLogger("pairuni.train")
+
+
+# ---- reward terms: how a rollout becomes a request item for each endpoint --------------------
+def _accuracy_item(r: Rollout) -> dict:
+    q = r.request
+    return {
+        "response": r.text or "",
+        "answer": q.answer,
+        "kind": q.answer_kind,
+        "choices": list(q.choices) if q.choices else None,
+    }
+
+
+def _hps_item(r: Rollout) -> dict:
+    return {"image": r.image, "prompt": r.request.prompt}
+
+
+def _dual_item(r: Rollout) -> dict:
+    if r.task == "und":  # R_U: the input image given the sampled answer
+        return {"task": "understanding", "image": r.request.image, "text": r.text or ""}
+    return {"task": "generation", "image": r.image, "text": r.request.prompt}  # R_G
+
+
+REWARD_ITEMS = {"accuracy": _accuracy_item, "hps": _hps_item, "dual": _dual_item}
+"""Reward term -> how a rollout is sent to its endpoint (the endpoint has the term's name)."""
+
+
+def score(rollouts: list[Rollout], terms: dict[str, float], clients: dict) -> None:
+    """Fill ``rollout.rewards[term]`` for every term; NaN where the endpoint gave none."""
+    for term in terms:
+        todo = rollouts
+        if term == "dual":  # an empty answer has no likelihood to score
+            todo = [r for r in rollouts if r.task == "gen" or (r.text or "").strip()]
+        values = clients[term].score([REWARD_ITEMS[term](r) for r in todo]) if todo else []
+        for r in rollouts:
+            r.rewards[term] = math.nan
+        for r, v in zip(todo, values):
+            r.rewards[term] = float(v)
+
+
+class Trainer:
+    """Owns the actors of a run; ``step()`` is one pass of the dataflow."""
+
+    def __init__(self, cfg: RunConfig, resume: str | None = None):
+        import ray
+
+        from actors.group import WorkerGroup, as_actor
+        from actors.pairing_actor import PairingActor
+        from learner.group import LearnerGroup
+        from rewards.client import RewardClient
+        from rewards.serve import run_endpoints
+
+        self.cfg = cfg
+        self.run_dir = cfg.run.dir
+        write_resolved(cfg, self.run_dir)
+        if not ray.is_initialized():
+            ray.init(logging_level="WARNING")
+        t = cfg.train
+        terms = {**t.und_rewards, **t.gen_rewards}
+        self.pairing = as_actor(PairingActor, {"num_cpus": 0}).remote(t.manifest, cfg.run.seed)
+        self.text_pool = WorkerGroup.text(cfg.model, cfg.rollout)
+        self.image_pool = WorkerGroup.image(cfg.model, cfg.rollout)
+        self.learners = LearnerGroup(cfg.model, cfg.learner)
+        handles = run_endpoints(cfg.rewards, tuple(sorted(terms)))
+        self.clients = {k: RewardClient(k, cfg.rewards, handle=handles.get(k)) for k in terms}
+        self.dual = handles.get("dual")
+        self.step_num, self.version = 0, 0
+        if resume:
+            ckpt, state, rng = checkpoint.load(resume)
+            self.learners.load_checkpoint(str(ckpt / "learner"))
+            ray.get(self.pairing.load_state.remote(state.pairing))
+            checkpoint.set_rng_state(rng)
+            self.step_num = state.step
+            log.info("resumed from %s at step %d", ckpt, self.step_num)
+        self.sync_weights()
+        self.metrics = MetricsWriter(self.run_dir)
+        self.stop_requested = False
+
+    def sync_weights(self) -> float:
+        """Publish the learner's weights once; every consumer loads that version."""
+        import ray
+
+        t0 = time.perf_counter()
+        ref = self.learners.publish_weights()
+        self.text_pool.broadcast_weights(ref)
+        self.image_pool.broadcast_weights(ref)
+        if self.dual is not None:
+            ray.get(
+                self.dual.load_weights.remote(ref.ref, ref.version, ref.manifest)._to_object_ref()
+            )
+        self.version = ref.version
+        return time.perf_counter() - t0
+
+    def step(self) -> dict[str, float]:
+        import ray
+
+        from actors.group import gather
+
+        cfg, t = self.cfg, self.cfg.train
+        times: dict[str, float] = {}
+        t0 = time.perf_counter()
+        batch = ray.get(self.pairing.next_batch.remote(t.pairs_per_step))
+        from pairing.datasets import load_image_ref
+
+        und_reqs, gen_reqs = build_requests(
+            batch.pairs, self.step_num, cfg.run.seed, cfg.rollout.group_size, load_image_ref
+        )
+        und_job, gen_job = self.text_pool.submit(und_reqs), self.image_pool.submit(gen_reqs)
+        und, gen = gather(und_job, gen_job)
+        times["time/text_rollout"], times["time/image_rollout"] = und_job.seconds, gen_job.seconds
+        t1 = time.perf_counter()
+        score(und, t.und_rewards, self.clients)
+        score(gen, t.gen_rewards, self.clients)
+        rollouts = und + gen
+        rewards = torch.cat(
+            [
+                task_rewards(und, t.und_rewards, cfg.learner.reward_combine),
+                task_rewards(gen, t.gen_rewards, cfg.learner.reward_combine),
+            ]
+        )
+        self._check_failures(rewards)
+        times["time/reward"] = time.perf_counter() - t1
+        if cfg.learner.algorithm == "dsr_simpo":
+            chosen, rejected = simpo_pairs(rollouts, rewards)
+            adv = torch.zeros(len(rollouts), dtype=torch.float64)
+        else:
+            chosen = rejected = None
+            adv = advantages(
+                rollouts,
+                rewards,
+                cfg.learner.adv_estimator,
+                eps=cfg.learner.adv_eps,
+                scale=cfg.learner.adv_scale,
+            )
+        t2 = time.perf_counter()
+        learner_metrics = self.learners.update(
+            TrainBatch(rollouts, adv.float().numpy(), chosen, rejected)
+        )
+        times["time/learner"] = time.perf_counter() - t2
+        times["time/weight_sync"] = self.sync_weights()
+        times["time/step"] = time.perf_counter() - t0
+        versions = {r.weight_version for r in rollouts}
+        self.step_num += 1
+        return {
+            **learner_metrics,
+            **reward_metrics(rollouts, rewards),
+            **times,
+            "adv/mean": float(adv.mean()),
+            "adv/abs_mean": float(adv.abs().mean()),
+            "reward/nan_count": float(torch.isnan(rewards).sum()),
+            "weight_version": float(self.version),
+            "rollout/weight_version_min": float(min(versions)),
+            "rollout/count": float(len(rollouts)),
+            "pairs/epoch": float(batch.epochs.max()),
+        }
+
+    def _check_failures(self, rewards: torch.Tensor) -> None:
+        frac = float(torch.isnan(rewards).double().mean()) if len(rewards) else 0.0
+        limit = self.cfg.train.max_failed_reward_fraction
+        if frac > limit:
+            details = "; ".join(
+                f"{k} ({c.target}): {c.stats()['failures']}"
+                for k, c in self.clients.items()
+                if c.num_failed
+            )
+            raise RuntimeError(
+                f"step {self.step_num}: {frac:.0%} of rewards failed, above "
+                f"train.max_failed_reward_fraction={limit}. Endpoints: {details or 'none'}"
+            )
+
+    def save(self) -> Path:
+        import ray
+
+        state = checkpoint.TrainerState(
+            self.step_num, self.version, ray.get(self.pairing.state.remote())
+        )
+        return checkpoint.save(self.run_dir, state, self.cfg, self.learners.save_checkpoint)
+
+    def fit(self) -> Path:
+        t = self.cfg.train
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=t.steps, initial=self.step_num, desc="train", unit="step")
+            while self.step_num < t.steps and not self.stop_requested:
+                m = self.step()
+                self.metrics.write(self.step_num, m)
+                bar.update(1)
+                bar.set_postfix(
+                    {
+                        k.split("/")[-1]: f"{m[k]:.3g}"
+                        for k in ("reward/und_mean", "reward/gen_mean", "logprob_diff")
+                        if k in m
+                    }
+                )
+                if t.checkpoint_every and self.step_num % t.checkpoint_every == 0:
+                    self.save()
+            bar.close()
+            path = self.save()
+        finally:
+            self.metrics.close()
+        plot_curves(
+            self.metrics.path,
+            self.run_dir / "curves.png",
+            ["reward/und_mean", "reward/gen_mean", "loss", "logprob_diff", "time/step"],
+        )
+        return path
+
+    def _on_signal(self, signum, frame) -> None:
+        log.warning("signal %d: checkpointing after the current step, then stopping", signum)
+        self.stop_requested = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="deploy.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="YAML run config")
+    parser.add_argument("--resume", default=None, help="checkpoint or run directory to resume")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides key.sub=value")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = load_config(RunConfig, args.config, args.overrides)
+    path = Trainer(cfg, resume=args.resume).fit()
+    print(f"run directory: {cfg.run.dir}\nlast checkpoint: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    sys.exit(main())
