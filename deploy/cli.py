@@ -112,6 +112,18 @@ def _config_show(args) -> None:
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
 
 
+def _train(args) -> None:
+    from deploy.train import main as train_main
+
+    argv = [
+        "--config",
+        args.config,
+        *(["--resume", args.resume] if args.resume else []),
+        *args.overrides,
+    ]
+    train_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairuni", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML file")
     p.add_argument("overrides", nargs="*", help="dotted overrides key.sub=value")
     p.set_defaults(func=_config_show)
+
+    p = sub.add_parser("train", help="RL post-training on a local or remote Ray cluster")
+    p.add_argument("--config", required=True, help="YAML run config (deploy/configs/)")
+    p.add_argument("--resume", default=None, help="checkpoint or run directory to continue")
+    p.add_argument("overrides", nargs="*", help="dotted overrides key.sub=value")
+    p.set_defaults(func=_train)
 
     for register in _package_commands():
         register(sub)
