@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.config import check
+from models.config import DTYPES, check
 
 ENDPOINTS = ("accuracy", "hps", "dual")
 HPS_ARCHS = ("ViT-H-14", "tiny")
@@ -70,6 +70,8 @@ class RewardsConfig:
     """DSR: local unified-model checkpoint directory. Empty: the tiny random model (tests)."""
     dual_device: str = "cpu"
     """DSR: torch device of the scoring copy of the policy."""
+    dual_dtype: str = "float32"
+    """DSR: parameter dtype of the scoring copy, float32 | bfloat16 | float16."""
     dual_seed: int = 0
     """DSR: seed of the tiny random model when dual_model_path is empty."""
     dual_max_batch_size: int = 8
@@ -152,6 +154,13 @@ class RewardsConfig:
                 "must be cpu, cuda or cuda:N",
                 "use cpu without a GPU",
             )
+        check(
+            self.dual_dtype in DTYPES,
+            "rewards.dual_dtype",
+            self.dual_dtype,
+            f"must be one of {DTYPES}",
+            "use float32 on CPU, bfloat16 on GPU",
+        )
         check(
             not (self.hps_arch == "tiny" and self.hps_checkpoint),
             "rewards.hps_checkpoint",

@@ -62,17 +62,17 @@ class DualScorer:
         *,
         model_path: str = "",
         device: str = "cpu",
+        dtype: str = "float32",
         seed: int = 0,
         batch_size: int = 8,
     ):
         if model is None:
             from models import load_unified_model, tiny_unified_model
 
-            model = (
-                load_unified_model(model_path, device=device)
-                if model_path
-                else tiny_unified_model(seed=seed).to(device)
-            )
+            if model_path:
+                model = load_unified_model(model_path, dtype=dtype, device=device)
+            else:
+                model = tiny_unified_model(seed=seed).to(device)
         self.model = model
         self.batch_size = batch_size
         self.version = 0

@@ -213,6 +213,7 @@ class DualDeployment(_Endpoint):
         self.scorer = DualScorer(
             model_path=cfg.dual_model_path,
             device=cfg.dual_device,
+            dtype=cfg.dual_dtype,
             seed=cfg.dual_seed,
             batch_size=cfg.dual_max_batch_size,
         )

@@ -161,6 +161,7 @@ def test_config_defaults_validate_and_errors_name_the_key():
         (dict(hps_num_gpus=0.5), "rewards.hps_device"),  # a GPU reserved but cpu used
         (dict(dual_num_gpus=1.5), "rewards.dual_num_gpus"),
         (dict(client_mode="grpc"), "rewards.client_mode"),
+        (dict(dual_dtype="int8"), "rewards.dual_dtype"),
         (dict(client_chunk_size=300, max_items_per_request=256), "rewards.client_chunk_size"),
         (dict(client_backoff_s=10.0, client_backoff_max_s=5.0), "rewards.client_backoff_s"),
         (dict(hps_arch="tiny", hps_checkpoint="/x.pt"), "rewards.hps_checkpoint"),

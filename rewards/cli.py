@@ -1,0 +1,107 @@
+"""``pairuni serve rewards --config RUN.yaml [rewards.key=value ...]``: run the reward endpoints.
+
+The CLI owner registers it under the ``serve`` group::
+
+    serve = sub.add_parser("serve", ...).add_subparsers(dest="serve_command", required=True)
+    add_serve_rewards_command(serve)
+
+It does what ``serve run deploy/serve_rewards.yaml`` does, from our config: the ``rewards``
+section of a run config (or a file holding only that section), dotted overrides, validated,
+then one Serve application per endpoint in ``rewards.endpoints`` at ``/<endpoint>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rewards.config import RewardsConfig
+
+
+def load_rewards_config(
+    path: str | None, overrides: list[str] | tuple[str, ...] = ()
+) -> RewardsConfig:
+    """``rewards`` section of a YAML file (or the whole file if it has none) + overrides."""
+    import yaml
+
+    from deploy.config import apply_overrides, from_dict
+
+    data: dict = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        raw = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{p}: the top level must be a mapping")
+        if "rewards" in raw:
+            data = dict(raw["rewards"] or {})
+        elif not any(isinstance(v, dict) for v in raw.values()):
+            data = raw  # a rewards-only file
+        # else: a run config without a rewards section -> the defaults
+    tree = apply_overrides(
+        {"rewards": data}, [o if o.startswith("rewards.") else f"rewards.{o}" for o in overrides]
+    )
+    cfg = from_dict(RewardsConfig, tree["rewards"], prefix="rewards.")
+    cfg.validate()
+    return cfg
+
+
+def serve_rewards(args: argparse.Namespace) -> None:
+    """Start Ray (or join ``--address``), run the endpoints, block until Ctrl-C."""
+    import ray
+    from ray import serve
+
+    from rewards.serve import run_endpoints
+
+    cfg = load_rewards_config(args.config, args.overrides)
+    ray.init(address=args.address, logging_level="WARNING")
+    try:
+        run_endpoints(cfg)
+        for e in cfg.endpoints:
+            print(
+                f"{e}: POST http://{cfg.host}:{cfg.port}/{e}/score  "
+                f"(GET /{e}/healthz{', /dual/version' if e == 'dual' else ''})",
+                flush=True,
+            )
+        if args.detach:
+            return
+        print("serving; Ctrl-C stops", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if not args.detach:
+            serve.shutdown()
+            ray.shutdown()
+
+
+def add_serve_rewards_command(subparsers) -> argparse.ArgumentParser:
+    """Register ``rewards`` on the ``serve`` group's sub-parsers; returns its parser.
+
+    The parser's ``func`` default is ``serve_rewards(args)`` (``args.config``,
+    ``args.overrides``, ``args.address``, ``args.detach``).
+    """
+    p = subparsers.add_parser(
+        "rewards", help="run the reward endpoints (accuracy, HPSv2, DSR) on Ray Serve"
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML run config (its `rewards:` section) or a rewards-only YAML",
+    )
+    p.add_argument(
+        "--address", default=None, help="Ray cluster address to join (default: start a local one)"
+    )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="return once the endpoints run (they keep running in the cluster)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. rewards.hps_max_batch_size=32"
+    )
+    p.set_defaults(func=serve_rewards)
+    return p
