@@ -162,9 +162,11 @@ def medoids(x: np.ndarray, assignments: np.ndarray, centroids: np.ndarray) -> np
 
     Returns the member indices, ordered by cluster id.
     """
-    score = np.einsum(
-        "nd,nd->n", x.astype(np.float64), centroids[assignments].astype(np.float64)
-    )  # [N]
+    score = np.empty(len(x), np.float64)  # [N]: <x_i, c_{a(i)}>, in chunks to bound memory
+    for a in range(0, len(x), 8192):
+        xs = x[a : a + 8192].astype(np.float64)  # [m, D]
+        cs = centroids[assignments[a : a + 8192]].astype(np.float64)  # [m, D]
+        score[a : a + 8192] = (xs * cs).sum(axis=1)
     order = np.lexsort((np.arange(len(x)), -score, assignments))  # by cluster, score desc, index
     first = np.ones(order.size, bool)
     first[1:] = assignments[order[1:]] != assignments[order[:-1]]
