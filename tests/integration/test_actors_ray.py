@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from actors.config import RolloutConfig
-from actors.group import WorkerGroup, gather
-from actors.types import RolloutRequest
-from actors.weights import publish
+from actors.group import WorkerDiedError, WorkerGroup, gather
+from actors.types import Rollout, RolloutRequest, WeightsRef
+from actors.weights import publish, unflatten_views
 from models.config import ModelConfig
 
 pytestmark = pytest.mark.slow
@@ -88,6 +88,11 @@ def test_publish_once_load_everywhere_both_pools_at_once(pools, ray_local):
     _perturb(policy, 1)
     ref = publish(policy.trainable_parameters(), 1)
     assert isinstance(ref.ref, ray.ObjectRef)  # one object for every worker
+    buf = ray.get(ref.ref)  # from the object store: read-only shared memory, viewed in place
+    assert not buf.flags.writeable
+    views = unflatten_views(buf, ref.manifest)
+    assert all(np.shares_memory(v.numpy(), buf) for v in views.values())
+    del buf, views
     assert text.broadcast_weights(ref) and image.broadcast_weights(ref)
     assert text.worker_versions() == [1, 1] and image.worker_versions() == [1]
     assert not text.broadcast_weights(ref)  # same version again: ignored
@@ -138,3 +143,78 @@ def test_killed_worker_is_restarted_with_current_weights_nothing_lost(pools, ray
     # The re-dispatched chunk sampled what an undisturbed run samples.
     again = text.map(requests)
     assert [r.token_ids.tolist() for r in again] == [r.token_ids.tolist() for r in out]
+
+
+class FaultyWorker:
+    """A model-free worker for the group's fault paths: worker 0 hangs once or always dies."""
+
+    def __init__(self, mode: str, flag: str, worker_index: int = 0):
+        self.mode, self.flag, self.worker_index, self.v = mode, flag, worker_index, -1
+
+    def generate(self, requests):
+        import os
+        import time
+
+        if self.worker_index == 0:
+            if self.mode == "die":
+                os._exit(1)
+            if os.path.exists(self.flag):  # hang once: the restarted worker finds no flag
+                os.remove(self.flag)
+                time.sleep(300)
+        return [
+            Rollout(r, k, np.array([r.request_id, k]), np.zeros(2, np.float32), self.v)
+            for r in requests
+            for k in range(r.n)
+        ]
+
+    def load_weights(self, ref):
+        self.v = max(self.v, ref.version)
+        return self.v
+
+    def version(self):
+        return self.v
+
+    def ready(self):
+        return self.worker_index
+
+
+@pytest.fixture
+def by_value(ray_local):
+    """Ship this test module's classes to the workers by value (it is not importable there)."""
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def _cheap_requests(count):
+    return [RolloutRequest(i, i, "und", "q", 2, seed=i) for i in range(count)]
+
+
+def test_hung_worker_is_killed_after_the_timeout_and_its_chunk_redone(by_value, tmp_path):
+    flag = tmp_path / "hang"
+    flag.touch()
+    g = WorkerGroup(FaultyWorker, 2, {"num_cpus": 0.5}, ("hang", str(flag)), batch_size=2,
+                    max_restarts=1, request_timeout_s=4.0, name="text")  # fmt: skip
+    try:
+        g.wait_ready()
+        assert g.broadcast_weights(WeightsRef(3, None, ()))
+        requests = _cheap_requests(6)
+        out = g.map(requests)
+        assert g.restarts == [1, 0] and not flag.exists()
+        _check_complete(out, requests, 3)  # the replacement loaded version 3 first
+    finally:
+        g.shutdown()
+
+
+def test_a_worker_dying_past_max_restarts_fails_the_map_by_name(by_value):
+    g = WorkerGroup(FaultyWorker, 2, {"num_cpus": 0.5}, ("die", ""), batch_size=1,
+                    max_restarts=1, name="image")  # fmt: skip
+    try:
+        with pytest.raises(WorkerDiedError, match=r"image worker 0 died 2 times \(rollout.max_"):
+            g.map(_cheap_requests(8))
+    finally:
+        g.shutdown()
