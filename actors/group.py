@@ -76,6 +76,7 @@ class MapJob:
     """Rollouts of a request that already had its results (kept out of the output)."""
     t_submit: float = 0.0
     t_done: float = 0.0
+    abandoned: bool = False
 
     @property
     def done(self) -> bool:
@@ -138,6 +139,16 @@ class MapJob:
                 ray.kill(slot.actor, no_restart=True)
                 info.t0 = float("inf")  # killed once; its failure arrives through ray.wait
 
+    def abandon(self) -> None:
+        """Drop unfinished work after a failure, freeing its workers for later maps."""
+        for ref, info in self.inflight.items():
+            slot = self.group._slots[info.slot]
+            if slot.busy is ref:
+                slot.busy = None
+        self.inflight.clear()
+        self.queue.clear()
+        self.abandoned = True
+
     def next_deadline(self) -> float:
         if not self.inflight:
             return float("inf")
@@ -145,6 +156,8 @@ class MapJob:
 
     def result(self) -> list[Rollout]:
         """All rollouts in request order, ``n`` per request; checks nothing is missing."""
+        if self.abandoned:
+            raise RuntimeError(f"{self.group.name} map was abandoned after an error (see above)")
         if not self.done:
             raise RuntimeError(f"{self.group.name} map is not finished; call gather() first")
         out = []
@@ -166,6 +179,16 @@ class MapJob:
 
 def gather(*jobs: MapJob, timeout_s: float | None = None) -> list[list[Rollout]]:
     """Wait for every job together (one ``ray.wait`` over all pools); their results in order."""
+    try:
+        _drive(jobs, timeout_s)
+    except BaseException:
+        for j in jobs:
+            j.abandon()
+        raise
+    return [j.result() for j in jobs]
+
+
+def _drive(jobs: tuple[MapJob, ...], timeout_s: float | None) -> None:
     t_end = float("inf") if timeout_s is None else time.monotonic() + timeout_s
     owner = {}
     while not all(j.done for j in jobs):
@@ -187,7 +210,6 @@ def gather(*jobs: MapJob, timeout_s: float | None = None) -> list[list[Rollout]]
         ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.01, min(wait_s, 60.0)))
         for ref in ready:
             owner.pop(ref).on_ready(ref)
-    return [j.result() for j in jobs]
 
 
 class WorkerGroup:
