@@ -60,8 +60,12 @@ class _Endpoint:
         self.cfg = cfg
         self.lim = Limits.from_config(cfg)
         self._lock = threading.Lock()  # one model call at a time (weights may change)
-        self._batched.set_max_batch_size(cfg.endpoint_setting(self.endpoint, "max_batch_size"))
-        self._batched.set_batch_wait_timeout_s(cfg.endpoint_setting(self.endpoint, "batch_wait_s"))
+        # One batch queue per instance (a class-level @serve.batch queue would be shared by
+        # every deployment in one process, e.g. in Serve's local testing mode).
+        self._batched = serve.batch(
+            max_batch_size=cfg.endpoint_setting(self.endpoint, "max_batch_size"),
+            batch_wait_timeout_s=cfg.endpoint_setting(self.endpoint, "batch_wait_s"),
+        )(self._run_batch)
         self.batches = 0
         self.items = 0
 
@@ -72,8 +76,7 @@ class _Endpoint:
         with self._lock:
             return self._score_items(items)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _batched(self, items: list) -> list[float]:
+    async def _run_batch(self, items: list) -> list[float]:
         self.batches += 1
         self.items += len(items)
         return await asyncio.to_thread(self._locked_score, items)
