@@ -46,6 +46,7 @@ DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
     "bool": (torch.bool, np.dtype(np.bool_)),
 }
 _NAME_OF = {t: name for name, (t, _) in DTYPES.items()}
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 class ManifestError(ValueError):
@@ -181,7 +182,9 @@ def load_into(params: dict[str, torch.nn.Parameter], buffer: np.ndarray, manifes
                 f"{name}: manifest dtype {src.dtype} != parameter dtype {p.dtype}; "
                 "publish with flatten(..., dtype=<the workers' dtype>)"
             )
-        p.copy_(src)
+        # Same dtype: copy the raw bits through an integer view (CPU bf16 copy_ is ~5x slower).
+        bits = _BITS[src.element_size()]
+        p.view(bits).copy_(src.view(bits))
         copied += src.numel() * src.element_size()
     return copied
 
