@@ -1,4 +1,6 @@
-"""Learner configuration: the algorithm-side knobs (advantages, policy loss, SimPO, lr).
+"""Learner configuration: the algorithm-side knobs (advantages, policy loss, SimPO), the
+optimiser, the DeepSpeed engine (ZeRO stage, bf16, micro-batch token budget, reference
+model) and the learner group's size and resources.
 
 Defaults follow PairUni (the default algorithm, ``pair_grpo``): clip eps 0.2 on both sides,
 no KL term (beta_KL = 0), learning rate 1e-6; the paper's rollout group size (4 for the 7B
@@ -26,6 +28,11 @@ ALGORITHMS: dict[str, tuple[str | None, str]] = {
     "dsr_simpo": (None, "simpo"),
 }
 """algorithm -> (advantage estimator in ADV_ESTIMATORS or None, policy loss in POLICY_LOSSES)."""
+
+OPTIMIZERS = ("adamw", "fused_adam")
+"""Names in ``learner.learner.OPTIMIZERS`` (kept here so validating a config imports no DeepSpeed)."""
+ZERO_STAGES = (0, 1, 2)
+"""ZeRO stages the learner supports."""
 
 # Published values that differ from the dataclass defaults (PairUni's), per algorithm.
 _PAPER_OVERRIDES: dict[str, dict[str, object]] = {
@@ -71,6 +78,36 @@ class LearnerConfig:
     # --- optimiser ---
     lr: float = 1e-6
     """Learning rate (PairUni 1e-6)."""
+    optimizer: str = "adamw"
+    """Optimiser: adamw (torch.optim.AdamW, no compiled ops) | fused_adam (DeepSpeed FusedAdam)."""
+    weight_decay: float = 0.0
+    """Decoupled (AdamW) weight decay."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """Adam (beta1, beta2)."""
+    adam_eps: float = 1e-8
+    """Adam epsilon in the update's denominator."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 turns clipping off."""
+
+    # --- DeepSpeed engine (learner.learner) ---
+    zero_stage: int = 2
+    """ZeRO stage: 0 (data parallel) | 1 (shard optimiser state) | 2 (+ shard gradients)."""
+    bf16: bool = True
+    """bf16 mixed precision (fp32 master weights) on a GPU learner; a CPU learner trains in fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute the language model's activations in backward (saves memory, costs compute)."""
+    micro_batch_tokens: int = 8192
+    """Token budget of one micro-batch: completion tokens (x2 for CFG-combined image tokens)."""
+    use_ref_model: bool = True
+    """Keep a frozen copy of the initial policy for the KL term; built only when kl_coef > 0."""
+
+    # --- learner group (learner.group) ---
+    num_learners: int = 1
+    """Learner actors (data-parallel ranks); 0 runs one learner in the driver process (no Ray)."""
+    learner_num_cpus: float = 1.0
+    """CPUs reserved per learner actor."""
+    learner_num_gpus: float = 0.0
+    """GPUs per learner actor: 0 (CPU, gloo) or a whole number >= 1 (nccl); a fraction only with one learner."""
 
     @classmethod
     def paper_defaults(cls, algorithm: str) -> LearnerConfig:
@@ -155,3 +192,82 @@ class LearnerConfig:
             "use 0.5 (DSR)",
         )
         check(self.lr > 0, "learner.lr", self.lr, "must be > 0", "use 1e-6 (PairUni)")
+        self._validate_engine()
+
+    def _validate_engine(self) -> None:
+        """The optimiser, DeepSpeed and group fields (``validate`` calls this)."""
+        check(
+            self.optimizer in OPTIMIZERS,
+            "learner.optimizer",
+            self.optimizer,
+            f"must be one of {OPTIMIZERS}",
+            "use 'adamw'",
+        )
+        check(
+            self.weight_decay >= 0,
+            "learner.weight_decay",
+            self.weight_decay,
+            "must be >= 0",
+            "use 0.0",
+        )
+        check(
+            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+            "learner.adam_betas",
+            self.adam_betas,
+            "must be two numbers in [0, 1)",
+            "use [0.9, 0.999]",
+        )
+        check(self.adam_eps > 0, "learner.adam_eps", self.adam_eps, "must be > 0", "use 1e-8")
+        check(
+            self.grad_clip >= 0,
+            "learner.grad_clip",
+            self.grad_clip,
+            "must be >= 0 (0 turns clipping off)",
+            "use 1.0",
+        )
+        check(
+            self.zero_stage in ZERO_STAGES,
+            "learner.zero_stage",
+            self.zero_stage,
+            f"must be one of {ZERO_STAGES} (stage 3 shards the parameters, which the log-prob "
+            "recompute and the weight publisher need whole)",
+            "use 2",
+        )
+        check(
+            self.micro_batch_tokens >= 1,
+            "learner.micro_batch_tokens",
+            self.micro_batch_tokens,
+            "must be >= 1",
+            "use 8192 (a rollout longer than the budget gets a micro-batch of its own)",
+        )
+        check(
+            not (self.kl_coef > 0 and not self.use_ref_model),
+            "learner.use_ref_model",
+            self.use_ref_model,
+            f"must be true when learner.kl_coef={self.kl_coef} > 0 (the KL term needs the "
+            "reference policy's log-probs)",
+            "set learner.use_ref_model=true, or learner.kl_coef=0",
+        )
+        check(
+            self.num_learners >= 0,
+            "learner.num_learners",
+            self.num_learners,
+            "must be >= 0",
+            "use 1 (one learner actor) or 0 (in the driver process)",
+        )
+        check(
+            self.learner_num_cpus > 0,
+            "learner.learner_num_cpus",
+            self.learner_num_cpus,
+            "must be > 0",
+            "use 1",
+        )
+        g = self.learner_num_gpus
+        check(
+            g >= 0 and (g == int(g) or self.num_learners <= 1),
+            "learner.learner_num_gpus",
+            g,
+            "must be 0 or a whole number of GPUs when num_learners > 1 (nccl needs one GPU "
+            "per rank)",
+            "use 0 (CPU) or 1",
+        )

@@ -1,0 +1,587 @@
+"""The learner: a DeepSpeed engine around the unified model's trainable parameters.
+
+``Learner.update(batch)`` is one optimiser step on a ``TrainBatch``:
+
+1. split the rollouts by task and cut each task into micro-batches by a token budget
+   (``learner.micro_batch_tokens``; ``rollout_cost`` says what a token is);
+2. recompute each micro-batch's log-probs through ``models/`` with the current weights:
+   text log-probs for understanding, CFG-combined (or conditional) image log-probs for
+   generation, at the sampler's temperatures (``ModelConfig``);
+3. the clipped Pair-GRPO / GRPO / DAPO loss (``learner.losses.policy_loss``) or online SimPO
+   (``simpo_loss``, DSR eq. 5), each micro-batch divided by the FULL batch's normaliser
+   (``batch_normaliser``) so that accumulating micro-batch gradients gives the full-batch
+   gradient; with W data-parallel ranks each rank's loss is multiplied by W because
+   DeepSpeed averages gradients over ranks (``learner.losses`` module docstring);
+4. one ``engine.step()`` at the accumulation boundary; the weight version goes up by one.
+
+The first recompute of a step runs on the weights the rollouts were sampled with, so
+``logprob_diff`` (mean |sampler - learner| log-prob per token) measures the on-policy gap:
+it must be ~0, and it is the first thing to look at when training misbehaves.
+
+Every rank runs the same number of backward passes (ZeRO-2 reduces gradients in each one),
+and every micro-batch's loss touches every trainable parameter (a zero-weighted term), so
+that the gradient hooks fire identically on all ranks whatever tasks their shards hold.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from actors import weights as flat_weights
+from actors.types import TASKS, WeightsRef
+from learner.advantages import lookup
+from learner.config import OPTIMIZERS as OPTIMIZER_NAMES
+from learner.config import LearnerConfig
+from learner.losses import Normaliser, loss_normaliser, policy_loss, simpo_loss
+from learner.types import TrainBatch
+from models.config import ModelConfig
+from models.text_tokens import Padded
+from models.unified import DTYPES, UnifiedModel, load_unified_model, tiny_unified_model
+
+TASK_IDS = {task: i for i, task in enumerate(TASKS)}
+"""Task name -> task id used by the losses' task-token-mean aggregation (und 0, gen 1)."""
+
+
+# --- optimisers (one registry) -----------------------------------------------------------------
+
+
+def _adamw(params: list, cfg: LearnerConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        params,
+        lr=cfg.lr,
+        betas=tuple(cfg.adam_betas),
+        eps=cfg.adam_eps,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def _fused_adam(params: list, cfg: LearnerConfig) -> torch.optim.Optimizer:
+    from deepspeed.ops.adam import FusedAdam  # JIT-compiles a C++/CUDA op on first use
+
+    return FusedAdam(
+        params,
+        lr=cfg.lr,
+        betas=tuple(cfg.adam_betas),
+        eps=cfg.adam_eps,
+        weight_decay=cfg.weight_decay,
+        adam_w_mode=True,
+    )
+
+
+OPTIMIZERS = {"adamw": _adamw, "fused_adam": _fused_adam}
+"""Optimiser name -> (trainable params, LearnerConfig) -> torch optimiser."""
+assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES, "learner.config.OPTIMIZERS must list these names"
+
+
+# --- batches: checks, costs, micro-batches, normaliser -----------------------------------------
+
+
+def check_batch(batch: TrainBatch, simpo: bool) -> None:
+    """Raise ValueError naming the rollout (index, request id, sample) and field that is wrong."""
+    for i, r in enumerate(batch.rollouts):
+        where = (
+            f"TrainBatch.rollouts[{i}] (request {r.request.request_id}, sample {r.sample_index})"
+        )
+        if r.task not in TASK_IDS:
+            raise ValueError(f"{where}: task {r.task!r} is not one of {TASKS}")
+        n_tok, n_lp = len(r.token_ids), len(r.logprobs)
+        if n_tok == 0 or n_tok != n_lp:
+            raise ValueError(
+                f"{where}: {n_tok} token_ids and {n_lp} logprobs; need one sampler log-prob "
+                "per token and at least one token"
+            )
+        if r.task == "und" and r.request.image is None:
+            raise ValueError(f"{where}: an understanding rollout needs request.image")
+    if not np.isfinite(np.asarray(batch.advantages, dtype=np.float64)).all():
+        raise ValueError("TrainBatch.advantages has NaN/inf; a failed reward gets advantage 0")
+    if simpo:
+        if batch.chosen is None or batch.rejected is None or len(batch.chosen) == 0:
+            raise ValueError("dsr_simpo needs TrainBatch.chosen and .rejected (>= 1 pair)")
+        if len(batch.chosen) != len(batch.rejected):
+            raise ValueError(
+                f"TrainBatch: {len(batch.chosen)} chosen but {len(batch.rejected)} rejected"
+            )
+        for j, (c, r) in enumerate(zip(batch.chosen, batch.rejected)):
+            tc, tr = batch.rollouts[c].task, batch.rollouts[r].task
+            if tc != tr:
+                raise ValueError(
+                    f"TrainBatch pair {j}: chosen {c} is {tc} but rejected {r} is {tr}"
+                )
+    elif len(batch.rollouts) == 0:
+        raise ValueError("TrainBatch has no rollouts")
+
+
+def rollout_cost(rollout, image_streams: int) -> int:
+    """Tokens a rollout costs in a micro-batch: its completion tokens, times the number of
+    model streams that score them (2 for CFG-combined image tokens, else 1)."""
+    return len(rollout.token_ids) * (image_streams if rollout.task == "gen" else 1)
+
+
+def plan_micro_batches(costs: list[int], budget: int) -> list[list[int]]:
+    """Cut items (in order) into consecutive groups whose cost sums stay within ``budget``;
+    an item costlier than the budget gets a group of its own."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i, c in enumerate(costs):
+        if current and used + c > budget:
+            groups.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += c
+    if current:
+        groups.append(current)
+    return groups
+
+
+def batch_mask(rollouts: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Completion-token mask ``[N, T]`` and task ids ``[N]`` of rollouts, from their lengths."""
+    N = len(rollouts)
+    T = max((len(r.token_ids) for r in rollouts), default=1)
+    lengths = torch.tensor([len(r.token_ids) for r in rollouts], dtype=torch.long)  # [N]
+    mask = torch.arange(T)[None, :] < lengths[:, None]  # [N, T]
+    task_ids = torch.tensor([TASK_IDS[r.task] for r in rollouts], dtype=torch.long).reshape(N)
+    return mask, task_ids
+
+
+def batch_normaliser(batch: TrainBatch, cfg: LearnerConfig) -> Normaliser:
+    """The FULL batch's loss denominator (``learner.losses.loss_normaliser``; the number of
+    pairs for SimPO). Pass it to every rank's and every micro-batch's loss."""
+    if cfg.policy_loss == "simpo":
+        return float(len(batch.chosen))
+    mask, task_ids = batch_mask(batch.rollouts)
+    return loss_normaliser(mask, task_ids, cfg.loss_agg)
+
+
+def _pad(rows: list[np.ndarray], device) -> torch.Tensor:
+    """Right-pad 1-D float arrays into ``[N, T]`` (zeros off the mask)."""
+    T = max(len(r) for r in rows)
+    out = torch.zeros(len(rows), T, dtype=torch.float32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(np.asarray(r, dtype=np.float32))
+    return out.to(device)
+
+
+def score(model: UnifiedModel, rollouts: list, task: str, model_cfg: ModelConfig) -> Padded:
+    """Teacher-forced log-probs of one task's rollouts under ``model``: ``values [N, T]``,
+    ``mask [N, T]``; differentiable. The same policies the samplers use (../shared/DESIGN.md):
+    softmax(lm_head / T) for text, softmax((l_u + w (l_c - l_u)) / T) for image tokens
+    (``model.image_logprob_mode``)."""
+    if task == "und":
+        images = [r.request.image for r in rollouts]
+        questions = [r.request.prompt for r in rollouts]
+        ids = [[int(t) for t in r.token_ids] for r in rollouts]
+        return model.text_logprobs(images, questions, ids, temperature=model_cfg.text_temperature)
+    prompts = [r.request.prompt for r in rollouts]
+    tokens = torch.as_tensor(np.stack([r.token_ids for r in rollouts]), dtype=torch.long)  # [N, K]
+    values = model.image_logprobs(
+        prompts,
+        tokens,
+        cfg_weight=model_cfg.cfg_weight,
+        mode=model_cfg.image_logprob_mode,
+        temperature=model_cfg.image_temperature,
+    )  # [N, K]
+    return Padded(values, torch.ones_like(values, dtype=torch.bool))
+
+
+# --- set-up helpers -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port that is free now (for the torch.distributed rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(
+    backend: str, rank: int, world_size: int, master_addr: str, master_port: int
+) -> None:
+    """Join (or, in-process, create) the torch.distributed group DeepSpeed runs on."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        if dist.get_world_size() != world_size or dist.get_rank() != rank:
+            raise RuntimeError(
+                f"this process already belongs to a process group of world size "
+                f"{dist.get_world_size()} (rank {dist.get_rank()}); a learner of rank {rank} "
+                f"in world size {world_size} needs its own process (use a LearnerGroup)"
+            )
+        return
+    env = {"RANK": rank, "WORLD_SIZE": world_size, "MASTER_ADDR": master_addr}
+    env["MASTER_PORT"] = master_port
+    os.environ.update({k: str(v) for k, v in env.items()})
+    os.environ.setdefault("LOCAL_RANK", "0")  # each learner process sees its own device
+    dist.init_process_group(
+        backend,
+        init_method=f"tcp://{master_addr}:{master_port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(minutes=30),
+    )
+
+
+def build_model(model_cfg: ModelConfig, device: torch.device) -> UnifiedModel:
+    """The policy in float32 (DeepSpeed casts it to bf16 on a GPU learner)."""
+    if model_cfg.path:
+        return load_unified_model(
+            model_cfg.path, "float32", device, train_vision_tower=model_cfg.train_vision_tower
+        )
+    m = tiny_unified_model(model_cfg.seed)
+    if model_cfg.train_vision_tower:
+        m = UnifiedModel(m.hf, m.processor, train_vision_tower=True)
+    return m.to(device=device)
+
+
+def _import_deepspeed(device: torch.device):
+    if device.type == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # read once, at import
+    import deepspeed
+
+    return deepspeed
+
+
+# --- the learner ----------------------------------------------------------------------------------
+
+
+class Learner:
+    """One data-parallel rank: the policy, its DeepSpeed engine, and the optional frozen
+    reference model. A plain class; ``learner.group.LearnerGroup`` wraps it as a Ray actor.
+
+    ``master_addr``/``master_port`` are the rendezvous of a multi-rank group; a single
+    learner (world size 1) makes its own on 127.0.0.1.
+    """
+
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        cfg: LearnerConfig,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        master_addr: str | None = None,
+        master_port: int | None = None,
+        device: str | None = None,
+    ):
+        model_cfg.validate()
+        cfg.validate()
+        self.model_cfg, self.cfg = model_cfg, cfg
+        self.rank, self.world_size = rank, world_size
+        self.device = torch.device(device or model_cfg.device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.bf16 = cfg.bf16 and self.device.type == "cuda"
+        self.backend = "nccl" if self.device.type == "cuda" else "gloo"
+        deepspeed = _import_deepspeed(self.device)
+        init_distributed(
+            self.backend,
+            rank,
+            world_size,
+            master_addr or "127.0.0.1",
+            master_port or free_port(),
+        )
+        deepspeed.init_distributed(dist_backend=self.backend)
+
+        self.model = build_model(model_cfg, self.device)
+        if cfg.gradient_checkpointing:
+            self.model.hf.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        self.ref_model: UnifiedModel | None = None
+        if cfg.kl_coef > 0 and cfg.use_ref_model:
+            self.ref_model = build_model(model_cfg, self.device)
+            self.ref_model.hf.requires_grad_(False).eval()
+            if self.bf16:
+                self.ref_model.to(dtype=torch.bfloat16)
+
+        self._params = self.model.trainable_parameters()
+        optimizer = lookup(OPTIMIZERS, cfg.optimizer, "optimizer")(list(self._params.values()), cfg)
+        bucket = int(min(5e8, max(sum(p.numel() for p in self._params.values()), 1)))
+        ds_config = {
+            "train_micro_batch_size_per_gpu": 1,  # unused: micro-batches are cut by tokens
+            "gradient_accumulation_steps": 1,  # the boundary is set explicitly per update
+            "gradient_clipping": cfg.grad_clip,
+            "zero_optimization": {
+                "stage": cfg.zero_stage,
+                "reduce_bucket_size": bucket,
+                "allgather_bucket_size": bucket,
+            },
+            "bf16": {"enabled": self.bf16},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 2**31 - 1,
+            "wall_clock_breakdown": False,
+        }
+        self.engine, *_ = deepspeed.initialize(
+            model=self.model.hf,
+            optimizer=optimizer,
+            model_parameters=list(self._params.values()),
+            config=ds_config,
+        )
+        self.model.hf.eval()
+        self._version = 0
+
+    # ---- state ----------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """Weight version: the number of optimiser steps taken (0 = the initial policy)."""
+        return self._version
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The trainable parameters, float32 copies on the CPU."""
+        return {n: p.detach().float().cpu().clone() for n, p in self._params.items()}
+
+    def publish_weights(self) -> WeightsRef:
+        """The trainable parameters as one flat buffer, cast to the rollout workers' dtype
+        (``model.dtype``), put once into the object store when Ray is up."""
+        return flat_weights.publish(self._params, self._version, DTYPES[self.model_cfg.dtype])
+
+    # ---- the update -----------------------------------------------------------------------
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """One optimiser step on ``batch`` (this learner is the whole group)."""
+        return reduce_metrics([self.update_shard(batch, batch_normaliser(batch, self.cfg))])
+
+    def update_shard(self, batch: TrainBatch, normaliser: Normaliser) -> dict[str, float]:
+        """One optimiser step on this rank's shard of a batch; ``normaliser`` is the FULL
+        batch's. Returns raw sums for ``reduce_metrics``. All ranks must call it together."""
+        simpo = self.cfg.policy_loss == "simpo"
+        check_batch(batch, simpo)
+        units = self._plan(batch, simpo)
+        n_micro = self._agree_on_max(max(1, len(units)))
+        stats = _Stats()
+        self.model.hf.train(self.cfg.gradient_checkpointing)  # checkpointing runs in train mode
+        try:
+            for i in range(n_micro):
+                self.engine.set_gradient_accumulation_boundary(i == n_micro - 1)
+                loss = self._touch_all()
+                if i < len(units):
+                    task, idx = units[i]
+                    if simpo:
+                        part = self._simpo_loss(batch, task, idx, normaliser, stats)
+                    else:
+                        part = self._clip_loss(batch, task, idx, normaliser, stats)
+                    if not bool(torch.isfinite(part)):
+                        raise FloatingPointError(
+                            f"learner rank {self.rank}: loss {float(part)} on micro-batch {i} "
+                            f"({task}, rollouts {idx[:8]}...); check logprob_diff and rewards"
+                        )
+                    loss = loss + part
+                    stats.add("sum/loss", float(part.detach()))
+                self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+                self.engine.step()
+        finally:
+            self.model.hf.eval()
+        self._version += 1
+        gn = self.engine.get_global_grad_norm()
+        stats.set("grad_norm", float("nan") if gn is None else float(gn))
+        stats.set("lr", float(self.engine.get_lr()[0]))
+        stats.set("version", float(self._version))
+        stats.set("max/micro_batches", float(n_micro))
+        return stats.raw
+
+    def _plan(self, batch: TrainBatch, simpo: bool) -> list[tuple[str, list[int]]]:
+        """Micro-batches as (task, rollout indices); for SimPO, (task, pair indices)."""
+        streams = 2 if self.model_cfg.image_logprob_mode == "combined" else 1
+        costs = [rollout_cost(r, streams) for r in batch.rollouts]
+        units = []
+        for task in TASKS:
+            if simpo:
+                items = [j for j, c in enumerate(batch.chosen) if batch.rollouts[c].task == task]
+                item_cost = [costs[batch.chosen[j]] + costs[batch.rejected[j]] for j in items]
+            else:
+                items = [i for i, r in enumerate(batch.rollouts) if r.task == task]
+                item_cost = [costs[i] for i in items]
+            for group in plan_micro_batches(item_cost, self.cfg.micro_batch_tokens):
+                units.append((task, [items[g] for g in group]))
+        return units
+
+    def _agree_on_max(self, n: int) -> int:
+        """The largest ``n`` over the ranks (every rank must run as many backward passes)."""
+        if self.world_size == 1:
+            return n
+        import torch.distributed as dist
+
+        t = torch.tensor([n], dtype=torch.long, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def _touch_all(self) -> torch.Tensor:
+        """0 * (one element of every trainable parameter): gives every parameter a (zero)
+        gradient in every backward, so ZeRO's reduction hooks fire alike on all ranks."""
+        return sum(p.reshape(-1)[:1].sum() for p in self._params.values()) * 0.0
+
+    def _logprobs(self, rollouts: list, task: str) -> tuple[Padded, torch.Tensor, Padded | None]:
+        """(learner log-probs, sampler log-probs [N, T], reference log-probs or None)."""
+        new = score(self.model, rollouts, task, self.model_cfg)
+        old = _pad([r.logprobs for r in rollouts], self.device)  # [N, T]
+        if tuple(old.shape) != tuple(new.values.shape):
+            raise ValueError(
+                f"{task}: sampler log-probs {tuple(old.shape)} vs learner {tuple(new.values.shape)}"
+            )
+        ref = None
+        if self.ref_model is not None:
+            with torch.no_grad():
+                ref = score(self.ref_model, rollouts, task, self.model_cfg)
+        return new, old, ref
+
+    def _clip_loss(self, batch, task, idx, normaliser, stats) -> torch.Tensor:
+        """Micro-batch share of the clipped objective (PairUni eq. 1, DSR eq. 3)."""
+        rollouts = [batch.rollouts[i] for i in idx]
+        new, old, ref = self._logprobs(rollouts, task)
+        adv = torch.as_tensor(np.asarray(batch.advantages, dtype=np.float32)[idx]).to(self.device)
+        task_ids = torch.full((len(idx),), TASK_IDS[task], dtype=torch.long, device=self.device)
+        loss, m = policy_loss(
+            new.values,
+            old,
+            adv,
+            new.mask,
+            eps_low=self.cfg.eps_low,
+            eps_high=self.cfg.eps_high,
+            agg=self.cfg.loss_agg,
+            task_ids=task_ids,
+            ref_logprobs=None if ref is None else ref.values,
+            kl_coef=self.cfg.kl_coef,
+            normaliser=normaliser,
+        )
+        n_tok = m["tokens"]
+        for key in ("clip_fraction", "approx_kl", "ratio_mean", "kl_ref"):
+            stats.add(f"sum/{key}", m[key] * n_tok)
+        stats.add("sum/loss_tokens", n_tok)
+        stats.maximum("max/ratio_max", m["ratio_max"])
+        stats.add_logprob_diff(task, new, old, len(idx))
+        return loss
+
+    def _simpo_loss(self, batch, task, pairs, normaliser, stats) -> torch.Tensor:
+        """Micro-batch share of the online SimPO loss (DSR eq. 5): length-normalised
+        log-likelihood of the chosen vs the rejected rollout of each pair."""
+        rows = [int(batch.chosen[j]) for j in pairs] + [int(batch.rejected[j]) for j in pairs]
+        new, old, _ = self._logprobs([batch.rollouts[i] for i in rows], task)
+        P = len(pairs)
+        logp_sum = (new.values * new.mask).sum(dim=1)  # [2P]
+        length = new.mask.sum(dim=1)  # [2P]
+        loss, m = simpo_loss(
+            logp_sum[:P],
+            length[:P],
+            logp_sum[P:],
+            length[P:],
+            beta=self.cfg.simpo_beta,
+            gamma=self.cfg.simpo_gamma,
+            normaliser=normaliser,
+        )
+        for key in ("reward_chosen", "reward_rejected", "margin", "accuracy"):
+            stats.add(f"sum/simpo_{key}", m[key] * P)
+        stats.add("sum/simpo_pairs", float(P))
+        stats.add_logprob_diff(task, new, old, 2 * P)
+        return loss
+
+    # ---- checkpoints and export -----------------------------------------------------------
+    def save_checkpoint(self, path: str) -> str:
+        """DeepSpeed engine state (parameters, optimiser, this rank's ZeRO partition) and the
+        weight version, under ``path`` (every rank of a group writes into the same dir)."""
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self.engine.save_checkpoint(
+            path, tag=f"version_{self._version}", client_state={"version": self._version}
+        )
+        return path
+
+    def load_checkpoint(self, path: str) -> int:
+        """Restore what ``save_checkpoint`` wrote (its latest tag); returns the weight version."""
+        if not (Path(path) / "latest").is_file():
+            raise FileNotFoundError(
+                f"no learner checkpoint at {path} (expected {Path(path) / 'latest'}, written by "
+                "Learner.save_checkpoint); check the --resume directory"
+            )
+        loaded, client = self.engine.load_checkpoint(
+            path, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+        if loaded is None:
+            raise FileNotFoundError(f"DeepSpeed found no loadable checkpoint under {path}")
+        self._version = int(client["version"])
+        self.model.hf.eval()
+        return self._version
+
+    def export(self, path: str) -> str:
+        """Write the trained policy as a Hugging Face-format model directory (``model.save``)."""
+        self.model.save(path)
+        return path
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+class _Stats:
+    """Raw per-rank sums ("sum/..."), maxima ("max/...") and rank-0 values (other keys)."""
+
+    def __init__(self):
+        self.raw: dict[str, float] = {}
+
+    def add(self, key: str, value: float) -> None:
+        self.raw[key] = self.raw.get(key, 0.0) + float(value)
+
+    def maximum(self, key: str, value: float) -> None:
+        self.raw[key] = max(self.raw.get(key, -math.inf), float(value))
+
+    def set(self, key: str, value: float) -> None:
+        self.raw[key] = float(value)
+
+    @torch.no_grad()
+    def add_logprob_diff(self, task: str, new: Padded, old: torch.Tensor, rollouts: int) -> None:
+        on = new.mask.bool()  # [N, T]
+        diff = (new.values.detach().float() - old).abs()[on]  # [tokens]
+        self.add(f"sum/logprob_absdiff_{task}", float(diff.sum()))
+        self.add(f"sum/tokens_{task}", float(on.sum()))
+        self.add(f"sum/rollouts_{task}", float(rollouts))
+        if diff.numel():
+            self.maximum("max/logprob_diff_max", float(diff.max()))
+
+
+def reduce_metrics(raws: list[dict[str, float]]) -> dict[str, float]:
+    """Combine the ranks' raw stats (rank 0 first) into the update's metrics.
+
+    loss (the full-batch objective), clip_fraction / approx_kl / ratio_mean / kl_ref
+    (token-weighted means), ratio_max, grad_norm (global, before clipping; NaN when DeepSpeed
+    did not compute one), lr, version, micro_batches, logprob_diff (mean |sampler - learner|
+    per token, all tasks) with logprob_diff/<task> and logprob_diff_max, tokens/<task>,
+    rollouts/<task>; SimPO adds simpo/reward_chosen, reward_rejected, margin, accuracy, pairs.
+    """
+    total: dict[str, float] = {}
+    for raw in raws:
+        for k, v in raw.items():
+            if k.startswith("sum/"):
+                total[k] = total.get(k, 0.0) + v
+            elif k.startswith("max/"):
+                total[k] = max(total.get(k, -math.inf), v)
+    s = lambda k: total.get(f"sum/{k}", 0.0)  # noqa: E731
+    out = {
+        "loss": s("loss"),
+        "grad_norm": raws[0]["grad_norm"],
+        "lr": raws[0]["lr"],
+        "version": raws[0]["version"],
+        "micro_batches": total["max/micro_batches"],
+    }
+    n_tok = s("loss_tokens")
+    if n_tok > 0:
+        for key in ("clip_fraction", "approx_kl", "ratio_mean", "kl_ref"):
+            out[key] = s(key) / n_tok
+        out["ratio_max"] = total["max/ratio_max"]
+    pairs = s("simpo_pairs")
+    if pairs > 0:
+        for key in ("reward_chosen", "reward_rejected", "margin", "accuracy"):
+            out[f"simpo/{key}"] = s(f"simpo_{key}") / pairs
+        out["simpo/pairs"] = pairs
+    all_tok = sum(s(f"tokens_{t}") for t in TASKS)
+    if all_tok > 0:
+        out["logprob_diff"] = sum(s(f"logprob_absdiff_{t}") for t in TASKS) / all_tok
+        out["logprob_diff_max"] = total.get("max/logprob_diff_max", 0.0)
+    for t in TASKS:
+        out[f"tokens/{t}"] = s(f"tokens_{t}")
+        out[f"rollouts/{t}"] = s(f"rollouts_{t}")
+        if s(f"tokens_{t}") > 0:
+            out[f"logprob_diff/{t}"] = s(f"logprob_absdiff_{t}") / s(f"tokens_{t}")
+    return out
