@@ -18,6 +18,7 @@ weights before anything else, and its chunk goes back to the queue. Results are 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -290,6 +291,11 @@ class WorkerGroup:
                 f"(rollout.max_restarts={self.max_restarts}); last error: {cause}"
             ) from cause
         log.warning("%s worker %d died (%s); restarting it", self.name, i, type(cause).__name__)
+        import ray
+
+        # An unreachable-but-alive actor would keep holding its CPUs/GPU share; gone is fine.
+        with contextlib.suppress(Exception):
+            ray.kill(slot.actor, no_restart=True)
         slot.actor = self._new_actor(i)
         slot.incarnation += 1
         slot.restarts += 1
