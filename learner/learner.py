@@ -83,8 +83,9 @@ assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES, "learner.config.OPTIMIZERS must lis
 # --- batches: checks, costs, micro-batches, normaliser -----------------------------------------
 
 
-def check_batch(batch: TrainBatch, simpo: bool) -> None:
-    """Raise ValueError naming the rollout (index, request id, sample) and field that is wrong."""
+def check_batch(batch: TrainBatch, simpo: bool, allow_empty: bool = False) -> None:
+    """Raise ValueError naming the rollout (index, request id, sample) and field that is wrong.
+    ``allow_empty``: a rank's shard may hold nothing (a batch smaller than the group)."""
     for i, r in enumerate(batch.rollouts):
         where = (
             f"TrainBatch.rollouts[{i}] (request {r.request.request_id}, sample {r.sample_index})"
@@ -102,8 +103,10 @@ def check_batch(batch: TrainBatch, simpo: bool) -> None:
     if not np.isfinite(np.asarray(batch.advantages, dtype=np.float64)).all():
         raise ValueError("TrainBatch.advantages has NaN/inf; a failed reward gets advantage 0")
     if simpo:
-        if batch.chosen is None or batch.rejected is None or len(batch.chosen) == 0:
-            raise ValueError("dsr_simpo needs TrainBatch.chosen and .rejected (>= 1 pair)")
+        if batch.chosen is None or batch.rejected is None:
+            raise ValueError("dsr_simpo needs TrainBatch.chosen and .rejected")
+        if len(batch.chosen) == 0 and not allow_empty:
+            raise ValueError("dsr_simpo needs at least one (chosen, rejected) pair")
         if len(batch.chosen) != len(batch.rejected):
             raise ValueError(
                 f"TrainBatch: {len(batch.chosen)} chosen but {len(batch.rejected)} rejected"
@@ -114,7 +117,7 @@ def check_batch(batch: TrainBatch, simpo: bool) -> None:
                 raise ValueError(
                     f"TrainBatch pair {j}: chosen {c} is {tc} but rejected {r} is {tr}"
                 )
-    elif len(batch.rollouts) == 0:
+    elif len(batch.rollouts) == 0 and not allow_empty:
         raise ValueError("TrainBatch has no rollouts")
 
 
@@ -333,6 +336,10 @@ class Learner:
         """Weight version: the number of optimiser steps taken (0 = the initial policy)."""
         return self._version
 
+    def ready(self) -> int:
+        """The weight version; a Ray caller waits on this for the actor to be built."""
+        return self._version
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The trainable parameters, float32 copies on the CPU."""
         return {n: p.detach().float().cpu().clone() for n, p in self._params.items()}
@@ -345,13 +352,14 @@ class Learner:
     # ---- the update -----------------------------------------------------------------------
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """One optimiser step on ``batch`` (this learner is the whole group)."""
+        check_batch(batch, self.cfg.policy_loss == "simpo")
         return reduce_metrics([self.update_shard(batch, batch_normaliser(batch, self.cfg))])
 
     def update_shard(self, batch: TrainBatch, normaliser: Normaliser) -> dict[str, float]:
         """One optimiser step on this rank's shard of a batch; ``normaliser`` is the FULL
         batch's. Returns raw sums for ``reduce_metrics``. All ranks must call it together."""
         simpo = self.cfg.policy_loss == "simpo"
-        check_batch(batch, simpo)
+        check_batch(batch, simpo, allow_empty=True)
         units = self._plan(batch, simpo)
         n_micro = self._agree_on_max(max(1, len(units)))
         stats = _Stats()

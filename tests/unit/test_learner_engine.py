@@ -20,6 +20,7 @@ import torch
 from actors.types import Rollout, RolloutRequest
 from actors.weights import fetch, load_into
 from learner.config import LearnerConfig
+from learner.group import shard_batch
 from learner.learner import (
     Learner,
     batch_normaliser,
@@ -60,6 +61,28 @@ def test_batch_normaliser_is_the_full_batch_count():
     assert batch_normaliser(b, LearnerConfig(loss_agg="seq-mean-token-mean")) == 3.0
     simpo = TrainBatch(b.rollouts, b.advantages, np.array([0]), np.array([1]))
     assert batch_normaliser(simpo, LearnerConfig(algorithm="dsr_simpo")) == 1.0
+
+
+def test_shard_batch_splits_tasks_and_keeps_simpo_pairs_whole():
+    # 3 und (0, 1, 2) + 2 gen (3, 4) over 2 ranks: und chunks [0, 1] / [2], gen [3] / [4].
+    rs = [_fake("und", 2, i) for i in range(3)] + [_fake("gen", 4, i) for i in (3, 4)]
+    b = TrainBatch(rs, np.arange(5, dtype=np.float32))
+    s0, s1 = shard_batch(b, 2, simpo=False)
+    assert [r.request.request_id for r in s0.rollouts] == [0, 1, 3]
+    assert s0.advantages.tolist() == [0, 1, 3] and s1.advantages.tolist() == [2, 4]
+    # SimPO pairs und (1, 0), gen (4, 3), und (2, 0): und pairs split [0] / [2], gen [1] / [].
+    # Rank 0 holds pairs 0 and 1 -> rows [0, 1, 3, 4], chosen (1, 4) -> local (1, 3).
+    p = TrainBatch(rs, np.zeros(5, np.float32), np.array([1, 4, 2]), np.array([0, 3, 0]))
+    s0, s1 = shard_batch(p, 2, simpo=True)
+    assert [r.request.request_id for r in s0.rollouts] == [0, 1, 3, 4]
+    assert s0.chosen.tolist() == [1, 3] and s0.rejected.tolist() == [0, 2]
+    assert [r.request.request_id for r in s1.rollouts] == [0, 2]
+    assert s1.chosen.tolist() == [1] and s1.rejected.tolist() == [0]
+    # A batch smaller than the group leaves a shard empty.
+    assert [len(s.rollouts) for s in shard_batch(TrainBatch(rs[:1], np.zeros(1)), 2, False)] == [
+        1,
+        0,
+    ]
 
 
 def test_check_batch_names_the_bad_rollout():
