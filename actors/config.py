@@ -5,8 +5,9 @@ scales on its own (../shared/DESIGN.md, "Launch"). ``*_workers = 0`` runs that p
 in-process (local mode, for tests). The rollout group size G is PairUni's (8 for the 1B
 model, 4 for 7B; DSR uses 8).
 
-The sampling temperatures, ``max_new_tokens`` and ``cfg_weight`` are the sampler's; the
-learner must score with the same temperature and CFG weight, or ``logprob_diff`` is not ~0.
+The policy's sampling knobs (temperatures, ``max_new_tokens``, ``cfg_weight``) live in
+``ModelConfig`` alone: workers sample and the learner scores with the same values, so
+``logprob_diff`` stays ~0 by construction.
 """
 
 from __future__ import annotations
@@ -45,14 +46,6 @@ class RolloutConfig:
     # --- sampling ---
     group_size: int = 8
     """G, samples per prompt (PairUni 8 for 1B / 4 for 7B; DSR 8)."""
-    text_temperature: float = 1.0
-    """Sampling temperature of text answers."""
-    image_temperature: float = 1.0
-    """Sampling temperature of image tokens (of the CFG-combined logits)."""
-    max_new_tokens: int = 64
-    """Longest sampled answer, in tokens."""
-    cfg_weight: float = 5.0
-    """Classifier-free guidance weight w of image sampling; > 1 (Janus-Pro 5)."""
 
     # --- faults ---
     max_restarts: int = 3
@@ -109,23 +102,6 @@ class RolloutConfig:
             self.group_size,
             "must be an integer >= 2 (group normalisation needs a sample std)",
             "use 8 (PairUni 1B) or 4 (PairUni 7B)",
-        )
-        for key in ("text_temperature", "image_temperature"):
-            v = getattr(self, key)
-            check(v > 0, f"rollout.{key}", v, "must be > 0", "use 1.0")
-        check(
-            isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
-            "rollout.max_new_tokens",
-            self.max_new_tokens,
-            "must be an integer >= 1",
-            "use 64",
-        )
-        check(
-            self.cfg_weight > 1.0,
-            "rollout.cfg_weight",
-            self.cfg_weight,
-            "must be > 1 (w = 1 is the conditional policy, no guidance)",
-            "use 5.0 as Janus-Pro does",
         )
         check(
             isinstance(self.max_restarts, int) and self.max_restarts >= 0,

@@ -24,7 +24,7 @@ class ImageRolloutWorker:
 
     def __init__(self, model_cfg: ModelConfig, cfg: RolloutConfig, worker_index: int = 0):
         self.worker_index = worker_index
-        self.cfg = cfg
+        self.cfg, self.model_cfg = cfg, model_cfg
         self.model = build_policy(model_cfg)
         self.params = self.model.trainable_parameters()
         self.gate = WeightsGate(f"image worker {worker_index}")
@@ -42,8 +42,8 @@ class ImageRolloutWorker:
                 s = self.model.sample_image_tokens(
                     [r.prompt for r in group],
                     n=n,
-                    cfg_weight=self.cfg.cfg_weight,
-                    temperature=self.cfg.image_temperature,
+                    cfg_weight=self.model_cfg.cfg_weight,
+                    temperature=self.model_cfg.image_temperature,
                     seed=group[0].seed,
                 )  # tokens, logprobs: [len(group) * n, K], grouped by prompt
                 images = self.model.decode_images(s.tokens)  # uint8 [len(group) * n, H, W, 3]

@@ -72,7 +72,7 @@ class HFTextBackend:
     def __init__(self, model_cfg: ModelConfig, cfg: RolloutConfig):
         self.model = build_policy(model_cfg)
         self.params = self.model.trainable_parameters()
-        self.cfg = cfg
+        self.cfg, self.model_cfg = cfg, model_cfg
         self.version = UNSYNCED
 
     def generate(self, requests: list[RolloutRequest]) -> list[Rollout]:
@@ -88,8 +88,8 @@ class HFTextBackend:
                 [r.image for r in group],
                 [r.prompt for r in group],
                 n=group[0].n,
-                temperature=self.cfg.text_temperature,
-                max_new_tokens=self.cfg.max_new_tokens,
+                temperature=self.model_cfg.text_temperature,
+                max_new_tokens=self.model_cfg.max_new_tokens,
                 seed=group[0].seed,
             )
             n = group[0].n

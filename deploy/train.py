@@ -245,6 +245,18 @@ class Trainer:
         )
         return path
 
+    def close(self) -> None:
+        """Stop this run's actors and reward applications."""
+        import ray
+        from ray import serve
+
+        self.text_pool.shutdown()
+        self.image_pool.shutdown()
+        self.learners.shutdown()
+        ray.kill(self.pairing)
+        for name in self.clients:
+            serve.delete(name)
+
     def _on_signal(self, signum, frame) -> None:
         log.warning("signal %d: checkpointing after the current step, then stopping", signum)
         self.stop_requested = True
@@ -262,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_config(RunConfig, args.config, args.overrides)
-    path = Trainer(cfg, resume=args.resume).fit()
+    trainer = Trainer(cfg, resume=args.resume)
+    try:
+        path = trainer.fit()
+    finally:
+        trainer.close()
     print(f"run directory: {cfg.run.dir}\nlast checkpoint: {path}")
     return 0
 

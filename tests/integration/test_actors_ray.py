@@ -28,10 +28,9 @@ CFG = RolloutConfig(
     image_num_cpus=0.5,
     image_batch_size=2,
     group_size=2,
-    max_new_tokens=6,
     max_restarts=2,
 )
-MODEL = ModelConfig()  # tiny random model, seed 0
+MODEL = ModelConfig(max_new_tokens=6)  # tiny random model, seed 0
 
 
 def _image(k: int) -> np.ndarray:
@@ -118,7 +117,7 @@ def test_publish_once_load_everywhere_both_pools_at_once(pools, ray_local):
     np.testing.assert_allclose(
         np.concatenate([r.logprobs for r in und_out[:4]]), torch.cat(s.logprobs).numpy(), atol=1e-5
     )
-    si = policy.sample_image_tokens([q.prompt for q in gen[:2]], n=2, cfg_weight=CFG.cfg_weight,
+    si = policy.sample_image_tokens([q.prompt for q in gen[:2]], n=2, cfg_weight=MODEL.cfg_weight,
                                     seed=gen[0].seed)  # fmt: skip
     assert np.array_equal(np.stack([r.token_ids for r in gen_out[:4]]), si.tokens.numpy())
     np.testing.assert_array_equal(np.stack([r.image for r in gen_out[:4]]),
