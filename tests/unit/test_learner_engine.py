@@ -245,6 +245,19 @@ def test_micro_batching_gives_the_same_step(tiny, reference):
     assert_same_adam_step(learner.state_dict(), reference["after1"], LR)
 
 
+def test_gradient_checkpointing_gives_the_same_step(tiny, reference):
+    # Recomputing activations in backward changes memory, not the gradient.
+    model_cfg, rollouts = tiny
+    cfg = LearnerConfig(lr=LR, micro_batch_tokens=10**6, gradient_checkpointing=True)
+    learner = Learner(model_cfg, cfg)
+    assert learner.model.hf.model.language_model.gradient_checkpointing
+    m = learner.update(TrainBatch(rollouts, ADV))
+    assert m["loss"] == pytest.approx(reference["m1"]["loss"], abs=1e-6)
+    assert m["grad_norm"] == pytest.approx(reference["m1"]["grad_norm"], rel=1e-5)
+    assert_same_adam_step(learner.state_dict(), reference["after1"], LR)
+    assert not learner.model.hf.training  # back in eval mode after the update
+
+
 def assert_same_adam_step(got: dict, ref: dict, lr: float) -> None:
     """Parameters after one Adam step from the same start, with gradients equal up to
     summation order. Tolerance: the step is lr * g / (|g| + eps), so an entry whose gradient
