@@ -75,6 +75,21 @@ def score(rollouts: list[Rollout], terms: dict[str, float], clients: dict) -> No
             r.rewards[term] = float(v)
 
 
+def check_failures(rewards: torch.Tensor, limit: float, clients: dict, step: int) -> None:
+    """Stop the run when the step's share of failed (NaN) rewards exceeds ``limit``."""
+    frac = float(torch.isnan(rewards).double().mean()) if len(rewards) else 0.0
+    if frac > limit:
+        details = "; ".join(
+            f"{k} at {c.target}: {c.stats()['failures']}"
+            for k, c in clients.items()
+            if c.num_failed
+        )
+        raise RuntimeError(
+            f"step {step}: {frac:.0%} of rewards failed, above "
+            f"train.max_failed_reward_fraction={limit}. Failed endpoints: {details or 'none'}"
+        )
+
+
 class Trainer:
     """Owns the actors of a run; ``step()`` is one pass of the dataflow."""
 
@@ -115,16 +130,12 @@ class Trainer:
 
     def sync_weights(self) -> float:
         """Publish the learner's weights once; every consumer loads that version."""
-        import ray
-
         t0 = time.perf_counter()
         ref = self.learners.publish_weights()
         self.text_pool.broadcast_weights(ref)
         self.image_pool.broadcast_weights(ref)
         if self.dual is not None:
-            ray.get(
-                self.dual.load_weights.remote(ref.ref, ref.version, ref.manifest)._to_object_ref()
-            )
+            self.dual.load_weights.remote(ref.ref, ref.version, ref.manifest).result()
         self.version = ref.version
         return time.perf_counter() - t0
 
@@ -155,7 +166,7 @@ class Trainer:
                 task_rewards(gen, t.gen_rewards, cfg.learner.reward_combine),
             ]
         )
-        self._check_failures(rewards)
+        check_failures(rewards, t.max_failed_reward_fraction, self.clients, self.step_num)
         times["time/reward"] = time.perf_counter() - t1
         if cfg.learner.algorithm == "dsr_simpo":
             chosen, rejected = simpo_pairs(rollouts, rewards)
@@ -190,20 +201,6 @@ class Trainer:
             "rollout/count": float(len(rollouts)),
             "pairs/epoch": float(batch.epochs.max()),
         }
-
-    def _check_failures(self, rewards: torch.Tensor) -> None:
-        frac = float(torch.isnan(rewards).double().mean()) if len(rewards) else 0.0
-        limit = self.cfg.train.max_failed_reward_fraction
-        if frac > limit:
-            details = "; ".join(
-                f"{k} ({c.target}): {c.stats()['failures']}"
-                for k, c in self.clients.items()
-                if c.num_failed
-            )
-            raise RuntimeError(
-                f"step {self.step_num}: {frac:.0%} of rewards failed, above "
-                f"train.max_failed_reward_fraction={limit}. Endpoints: {details or 'none'}"
-            )
 
     def save(self) -> Path:
         import ray

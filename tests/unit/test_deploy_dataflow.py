@@ -121,3 +121,36 @@ def test_simpo_pairs_best_and_worst_per_group():
     r = torch.tensor([1.0, 0.0, 0.1, 0.9], dtype=torch.float64)
     chosen, rejected = simpo_pairs(rs, r)
     assert sorted(zip(chosen.tolist(), rejected.tolist())) == [(0, 1), (3, 2)]
+
+
+def test_unreachable_reward_endpoint_gives_nan_and_stops_the_step():
+    import socket
+
+    from deploy.train import check_failures, score
+    from rewards.client import RewardClient
+    from rewards.config import RewardsConfig
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = RewardsConfig(
+        port=port,
+        client_mode="http",
+        client_timeout_s=1.0,
+        client_max_retries=1,
+        client_backoff_s=0.01,
+    )
+    clients = {"accuracy": RewardClient("accuracy", cfg)}
+    rs = _rollouts([_pair(0)], [0.0, 0.0], [0.0, 0.0])
+    und = [r for r in rs if r.task == "und"]
+    for r in und:
+        r.text = "A"
+        r.rewards.clear()
+    score(und, {"accuracy": 1.0}, clients)
+    assert all(math.isnan(r.rewards["accuracy"]) for r in und)  # never 0.0
+    rewards = task_rewards(und, {"accuracy": 1.0}, "sum_then_normalise")
+    check_failures(rewards, 1.0, clients, step=5)  # at the limit: goes on
+    with pytest.raises(
+        RuntimeError, match=rf"step 5: 100% of rewards failed.*accuracy at http://127.0.0.1:{port}"
+    ):
+        check_failures(rewards, 0.5, clients, step=5)
