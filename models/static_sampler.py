@@ -226,4 +226,5 @@ def sample(
         S = min(round_up(c + 1, kv_bucket), dec.S_max)
         tok, lp = step(tok, dec.cols[c : c + 1], noise(), S, cfg_weight, temperature)
         tokens[:, i], logprobs[:, i] = tok, lp
+        tok = tok.clone()  # a CUDA-graph output is overwritten by the next replay
     return tokens, logprobs
