@@ -15,48 +15,13 @@ rank multiplies its loss by the world size W (DeepSpeed averages gradients over 
 
 from __future__ import annotations
 
-import numpy as np
-
-from actors.types import TASKS, WeightsRef
+from actors.types import WeightsRef
+from learner.batches import batch_normaliser, check_batch, shard_batch
 from learner.config import LearnerConfig
-from learner.learner import Learner, batch_normaliser, check_batch, reduce_metrics
+from learner.learner import Learner
+from learner.metrics import reduce_metrics
 from learner.types import TrainBatch
 from models.config import ModelConfig
-
-
-def shard_batch(batch: TrainBatch, world_size: int, simpo: bool) -> list[TrainBatch]:
-    """Split ``batch`` into ``world_size`` shards: per task, contiguous near-equal chunks of
-    its rollouts (clip objectives) or of its SimPO pairs (a pair's two rollouts stay on one
-    rank). A shard may be empty when the batch is smaller than the group."""
-    shards: list[list[int]] = [[] for _ in range(world_size)]
-    if not simpo:
-        for task in TASKS:
-            idx = [i for i, r in enumerate(batch.rollouts) if r.task == task]
-            for rank, chunk in enumerate(
-                np.array_split(np.asarray(idx, dtype=np.int64), world_size)
-            ):
-                shards[rank] += chunk.tolist()
-        adv = np.asarray(batch.advantages)
-        return [TrainBatch([batch.rollouts[i] for i in s], adv[s]) for s in shards]
-    for task in TASKS:
-        pairs = [j for j, c in enumerate(batch.chosen) if batch.rollouts[c].task == task]
-        for rank, chunk in enumerate(np.array_split(np.asarray(pairs, dtype=np.int64), world_size)):
-            shards[rank] += chunk.tolist()
-    out = []
-    for pairs in shards:
-        rows = sorted(
-            {int(batch.chosen[j]) for j in pairs} | {int(batch.rejected[j]) for j in pairs}
-        )
-        where = {row: k for k, row in enumerate(rows)}  # batch index -> shard index
-        out.append(
-            TrainBatch(
-                [batch.rollouts[i] for i in rows],
-                np.asarray(batch.advantages)[rows],
-                np.array([where[int(batch.chosen[j])] for j in pairs], dtype=np.int64),
-                np.array([where[int(batch.rejected[j])] for j in pairs], dtype=np.int64),
-            )
-        )
-    return out
 
 
 def learner_resources(cfg: LearnerConfig) -> dict:

@@ -25,7 +25,6 @@ that the gradient hooks fire identically on all ranks whatever tasks their shard
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from datetime import timedelta
@@ -37,17 +36,21 @@ import torch
 from actors import weights as flat_weights
 from actors.types import TASKS, WeightsRef
 from learner.advantages import lookup
+from learner.batches import (
+    TASK_IDS,
+    batch_normaliser,
+    check_batch,
+    plan_micro_batches,
+    rollout_cost,
+)
 from learner.config import OPTIMIZERS as OPTIMIZER_NAMES
 from learner.config import LearnerConfig
-from learner.losses import Normaliser, loss_normaliser, policy_loss, simpo_loss
+from learner.losses import Normaliser, policy_loss, simpo_loss
+from learner.metrics import Stats, reduce_metrics
 from learner.types import TrainBatch
 from models.config import ModelConfig
 from models.text_tokens import Padded
 from models.unified import DTYPES, UnifiedModel, load_unified_model, tiny_unified_model
-
-TASK_IDS = {task: i for i, task in enumerate(TASKS)}
-"""Task name -> task id used by the losses' task-token-mean aggregation (und 0, gen 1)."""
-
 
 # --- optimisers (one registry) -----------------------------------------------------------------
 
@@ -79,88 +82,7 @@ OPTIMIZERS = {"adamw": _adamw, "fused_adam": _fused_adam}
 """Optimiser name -> (trainable params, LearnerConfig) -> torch optimiser."""
 assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES, "learner.config.OPTIMIZERS must list these names"
 
-
-# --- batches: checks, costs, micro-batches, normaliser -----------------------------------------
-
-
-def check_batch(batch: TrainBatch, simpo: bool, allow_empty: bool = False) -> None:
-    """Raise ValueError naming the rollout (index, request id, sample) and field that is wrong.
-    ``allow_empty``: a rank's shard may hold nothing (a batch smaller than the group)."""
-    for i, r in enumerate(batch.rollouts):
-        where = (
-            f"TrainBatch.rollouts[{i}] (request {r.request.request_id}, sample {r.sample_index})"
-        )
-        if r.task not in TASK_IDS:
-            raise ValueError(f"{where}: task {r.task!r} is not one of {TASKS}")
-        n_tok, n_lp = len(r.token_ids), len(r.logprobs)
-        if n_tok == 0 or n_tok != n_lp:
-            raise ValueError(
-                f"{where}: {n_tok} token_ids and {n_lp} logprobs; need one sampler log-prob "
-                "per token and at least one token"
-            )
-        if r.task == "und" and r.request.image is None:
-            raise ValueError(f"{where}: an understanding rollout needs request.image")
-    if not np.isfinite(np.asarray(batch.advantages, dtype=np.float64)).all():
-        raise ValueError("TrainBatch.advantages has NaN/inf; a failed reward gets advantage 0")
-    if simpo:
-        if batch.chosen is None or batch.rejected is None:
-            raise ValueError("dsr_simpo needs TrainBatch.chosen and .rejected")
-        if len(batch.chosen) == 0 and not allow_empty:
-            raise ValueError("dsr_simpo needs at least one (chosen, rejected) pair")
-        if len(batch.chosen) != len(batch.rejected):
-            raise ValueError(
-                f"TrainBatch: {len(batch.chosen)} chosen but {len(batch.rejected)} rejected"
-            )
-        for j, (c, r) in enumerate(zip(batch.chosen, batch.rejected)):
-            tc, tr = batch.rollouts[c].task, batch.rollouts[r].task
-            if tc != tr:
-                raise ValueError(
-                    f"TrainBatch pair {j}: chosen {c} is {tc} but rejected {r} is {tr}"
-                )
-    elif len(batch.rollouts) == 0 and not allow_empty:
-        raise ValueError("TrainBatch has no rollouts")
-
-
-def rollout_cost(rollout, image_streams: int) -> int:
-    """Tokens a rollout costs in a micro-batch: its completion tokens, times the number of
-    model streams that score them (2 for CFG-combined image tokens, else 1)."""
-    return len(rollout.token_ids) * (image_streams if rollout.task == "gen" else 1)
-
-
-def plan_micro_batches(costs: list[int], budget: int) -> list[list[int]]:
-    """Cut items (in order) into consecutive groups whose cost sums stay within ``budget``;
-    an item costlier than the budget gets a group of its own."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    used = 0
-    for i, c in enumerate(costs):
-        if current and used + c > budget:
-            groups.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += c
-    if current:
-        groups.append(current)
-    return groups
-
-
-def batch_mask(rollouts: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """Completion-token mask ``[N, T]`` and task ids ``[N]`` of rollouts, from their lengths."""
-    N = len(rollouts)
-    T = max((len(r.token_ids) for r in rollouts), default=1)
-    lengths = torch.tensor([len(r.token_ids) for r in rollouts], dtype=torch.long)  # [N]
-    mask = torch.arange(T)[None, :] < lengths[:, None]  # [N, T]
-    task_ids = torch.tensor([TASK_IDS[r.task] for r in rollouts], dtype=torch.long).reshape(N)
-    return mask, task_ids
-
-
-def batch_normaliser(batch: TrainBatch, cfg: LearnerConfig) -> Normaliser:
-    """The FULL batch's loss denominator (``learner.losses.loss_normaliser``; the number of
-    pairs for SimPO). Pass it to every rank's and every micro-batch's loss."""
-    if cfg.policy_loss == "simpo":
-        return float(len(batch.chosen))
-    mask, task_ids = batch_mask(batch.rollouts)
-    return loss_normaliser(mask, task_ids, cfg.loss_agg)
+# --- log-probs through models/ ---------------------------------------------------------------------
 
 
 def _pad(rows: list[np.ndarray], device) -> torch.Tensor:
@@ -362,7 +284,7 @@ class Learner:
         check_batch(batch, simpo, allow_empty=True)
         units = self._plan(batch, simpo)
         n_micro = self._agree_on_max(max(1, len(units)))
-        stats = _Stats()
+        stats = Stats()
         self.model.hf.train(self.cfg.gradient_checkpointing)  # checkpointing runs in train mode
         try:
             for i in range(n_micro):
@@ -498,15 +420,21 @@ class Learner:
         )
         return path
 
-    def load_checkpoint(self, path: str) -> int:
-        """Restore what ``save_checkpoint`` wrote (its latest tag); returns the weight version."""
+    def load_checkpoint(self, path: str, module_only: bool = False) -> int:
+        """Restore what ``save_checkpoint`` wrote (its latest tag); returns the weight version.
+
+        ``module_only`` restores the parameters alone (export: any number of ranks may have
+        written the checkpoint)."""
         if not (Path(path) / "latest").is_file():
             raise FileNotFoundError(
                 f"no learner checkpoint at {path} (expected {Path(path) / 'latest'}, written by "
                 "Learner.save_checkpoint); check the --resume directory"
             )
         loaded, client = self.engine.load_checkpoint(
-            path, load_optimizer_states=True, load_lr_scheduler_states=True
+            path,
+            load_optimizer_states=not module_only,
+            load_lr_scheduler_states=not module_only,
+            load_module_only=module_only,
         )
         if loaded is None:
             raise FileNotFoundError(f"DeepSpeed found no loadable checkpoint under {path}")
@@ -518,78 +446,3 @@ class Learner:
         """Write the trained policy as a Hugging Face-format model directory (``model.save``)."""
         self.model.save(path)
         return path
-
-
-# --- metrics ----------------------------------------------------------------------------------
-
-
-class _Stats:
-    """Raw per-rank sums ("sum/..."), maxima ("max/...") and rank-0 values (other keys)."""
-
-    def __init__(self):
-        self.raw: dict[str, float] = {}
-
-    def add(self, key: str, value: float) -> None:
-        self.raw[key] = self.raw.get(key, 0.0) + float(value)
-
-    def maximum(self, key: str, value: float) -> None:
-        self.raw[key] = max(self.raw.get(key, -math.inf), float(value))
-
-    def set(self, key: str, value: float) -> None:
-        self.raw[key] = float(value)
-
-    @torch.no_grad()
-    def add_logprob_diff(self, task: str, new: Padded, old: torch.Tensor, rollouts: int) -> None:
-        on = new.mask.bool()  # [N, T]
-        diff = (new.values.detach().float() - old).abs()[on]  # [tokens]
-        self.add(f"sum/logprob_absdiff_{task}", float(diff.sum()))
-        self.add(f"sum/tokens_{task}", float(on.sum()))
-        self.add(f"sum/rollouts_{task}", float(rollouts))
-        if diff.numel():
-            self.maximum("max/logprob_diff_max", float(diff.max()))
-
-
-def reduce_metrics(raws: list[dict[str, float]]) -> dict[str, float]:
-    """Combine the ranks' raw stats (rank 0 first) into the update's metrics.
-
-    loss (the full-batch objective), clip_fraction / approx_kl / ratio_mean / kl_ref
-    (token-weighted means), ratio_max, grad_norm (global, before clipping; NaN when DeepSpeed
-    did not compute one), lr, version, micro_batches, logprob_diff (mean |sampler - learner|
-    per token, all tasks) with logprob_diff/<task> and logprob_diff_max, tokens/<task>,
-    rollouts/<task>; SimPO adds simpo/reward_chosen, reward_rejected, margin, accuracy, pairs.
-    """
-    total: dict[str, float] = {}
-    for raw in raws:
-        for k, v in raw.items():
-            if k.startswith("sum/"):
-                total[k] = total.get(k, 0.0) + v
-            elif k.startswith("max/"):
-                total[k] = max(total.get(k, -math.inf), v)
-    s = lambda k: total.get(f"sum/{k}", 0.0)  # noqa: E731
-    out = {
-        "loss": s("loss"),
-        "grad_norm": raws[0]["grad_norm"],
-        "lr": raws[0]["lr"],
-        "version": raws[0]["version"],
-        "micro_batches": total["max/micro_batches"],
-    }
-    n_tok = s("loss_tokens")
-    if n_tok > 0:
-        for key in ("clip_fraction", "approx_kl", "ratio_mean", "kl_ref"):
-            out[key] = s(key) / n_tok
-        out["ratio_max"] = total["max/ratio_max"]
-    pairs = s("simpo_pairs")
-    if pairs > 0:
-        for key in ("reward_chosen", "reward_rejected", "margin", "accuracy"):
-            out[f"simpo/{key}"] = s(f"simpo_{key}") / pairs
-        out["simpo/pairs"] = pairs
-    all_tok = sum(s(f"tokens_{t}") for t in TASKS)
-    if all_tok > 0:
-        out["logprob_diff"] = sum(s(f"logprob_absdiff_{t}") for t in TASKS) / all_tok
-        out["logprob_diff_max"] = total.get("max/logprob_diff_max", 0.0)
-    for t in TASKS:
-        out[f"tokens/{t}"] = s(f"tokens_{t}")
-        out[f"rollouts/{t}"] = s(f"rollouts_{t}")
-        if s(f"tokens_{t}") > 0:
-            out[f"logprob_diff/{t}"] = s(f"logprob_absdiff_{t}") / s(f"tokens_{t}")
-    return out

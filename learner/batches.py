@@ -1,0 +1,134 @@
+"""Training batches: checks, token costs, micro-batch plans, the full-batch loss normaliser,
+and the split across data-parallel ranks.
+
+Pure numpy/torch (no ray, deepspeed or models): the learner and the learner group both use
+these, and the normaliser must be computed the same way by both (``learner.losses``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from actors.types import TASKS
+from learner.config import LearnerConfig
+from learner.losses import Normaliser, loss_normaliser
+from learner.types import TrainBatch
+
+TASK_IDS = {task: i for i, task in enumerate(TASKS)}
+"""Task name -> task id used by the losses' task-token-mean aggregation (und 0, gen 1)."""
+
+
+def check_batch(batch: TrainBatch, simpo: bool, allow_empty: bool = False) -> None:
+    """Raise ValueError naming the rollout (index, request id, sample) and field that is wrong.
+    ``allow_empty``: a rank's shard may hold nothing (a batch smaller than the group)."""
+    for i, r in enumerate(batch.rollouts):
+        where = (
+            f"TrainBatch.rollouts[{i}] (request {r.request.request_id}, sample {r.sample_index})"
+        )
+        if r.task not in TASK_IDS:
+            raise ValueError(f"{where}: task {r.task!r} is not one of {TASKS}")
+        n_tok, n_lp = len(r.token_ids), len(r.logprobs)
+        if n_tok == 0 or n_tok != n_lp:
+            raise ValueError(
+                f"{where}: {n_tok} token_ids and {n_lp} logprobs; need one sampler log-prob "
+                "per token and at least one token"
+            )
+        if r.task == "und" and r.request.image is None:
+            raise ValueError(f"{where}: an understanding rollout needs request.image")
+    if not np.isfinite(np.asarray(batch.advantages, dtype=np.float64)).all():
+        raise ValueError("TrainBatch.advantages has NaN/inf; a failed reward gets advantage 0")
+    if simpo:
+        if batch.chosen is None or batch.rejected is None:
+            raise ValueError("dsr_simpo needs TrainBatch.chosen and .rejected")
+        if len(batch.chosen) == 0 and not allow_empty:
+            raise ValueError("dsr_simpo needs at least one (chosen, rejected) pair")
+        if len(batch.chosen) != len(batch.rejected):
+            raise ValueError(
+                f"TrainBatch: {len(batch.chosen)} chosen but {len(batch.rejected)} rejected"
+            )
+        for j, (c, r) in enumerate(zip(batch.chosen, batch.rejected)):
+            tc, tr = batch.rollouts[c].task, batch.rollouts[r].task
+            if tc != tr:
+                raise ValueError(
+                    f"TrainBatch pair {j}: chosen {c} is {tc} but rejected {r} is {tr}"
+                )
+    elif len(batch.rollouts) == 0 and not allow_empty:
+        raise ValueError("TrainBatch has no rollouts")
+
+
+def rollout_cost(rollout, image_streams: int) -> int:
+    """Tokens a rollout costs in a micro-batch: its completion tokens, times the number of
+    model streams that score them (2 for CFG-combined image tokens, else 1)."""
+    return len(rollout.token_ids) * (image_streams if rollout.task == "gen" else 1)
+
+
+def plan_micro_batches(costs: list[int], budget: int) -> list[list[int]]:
+    """Cut items (in order) into consecutive groups whose cost sums stay within ``budget``;
+    an item costlier than the budget gets a group of its own."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i, c in enumerate(costs):
+        if current and used + c > budget:
+            groups.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += c
+    if current:
+        groups.append(current)
+    return groups
+
+
+def batch_mask(rollouts: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Completion-token mask ``[N, T]`` and task ids ``[N]`` of rollouts, from their lengths."""
+    N = len(rollouts)
+    T = max((len(r.token_ids) for r in rollouts), default=1)
+    lengths = torch.tensor([len(r.token_ids) for r in rollouts], dtype=torch.long)  # [N]
+    mask = torch.arange(T)[None, :] < lengths[:, None]  # [N, T]
+    task_ids = torch.tensor([TASK_IDS[r.task] for r in rollouts], dtype=torch.long).reshape(N)
+    return mask, task_ids
+
+
+def batch_normaliser(batch: TrainBatch, cfg: LearnerConfig) -> Normaliser:
+    """The FULL batch's loss denominator (``learner.losses.loss_normaliser``; the number of
+    pairs for SimPO). Pass it to every rank's and every micro-batch's loss."""
+    if cfg.policy_loss == "simpo":
+        return float(len(batch.chosen))
+    mask, task_ids = batch_mask(batch.rollouts)
+    return loss_normaliser(mask, task_ids, cfg.loss_agg)
+
+
+def shard_batch(batch: TrainBatch, world_size: int, simpo: bool) -> list[TrainBatch]:
+    """Split ``batch`` into ``world_size`` shards: per task, contiguous near-equal chunks of
+    its rollouts (clip objectives) or of its SimPO pairs (a pair's two rollouts stay on one
+    rank). A shard may be empty when the batch is smaller than the group."""
+    shards: list[list[int]] = [[] for _ in range(world_size)]
+    if not simpo:
+        for task in TASKS:
+            idx = [i for i, r in enumerate(batch.rollouts) if r.task == task]
+            for rank, chunk in enumerate(
+                np.array_split(np.asarray(idx, dtype=np.int64), world_size)
+            ):
+                shards[rank] += chunk.tolist()
+        adv = np.asarray(batch.advantages)
+        return [TrainBatch([batch.rollouts[i] for i in s], adv[s]) for s in shards]
+    for task in TASKS:
+        pairs = [j for j, c in enumerate(batch.chosen) if batch.rollouts[c].task == task]
+        for rank, chunk in enumerate(np.array_split(np.asarray(pairs, dtype=np.int64), world_size)):
+            shards[rank] += chunk.tolist()
+    out = []
+    for pairs in shards:
+        rows = sorted(
+            {int(batch.chosen[j]) for j in pairs} | {int(batch.rejected[j]) for j in pairs}
+        )
+        where = {row: k for k, row in enumerate(rows)}  # batch index -> shard index
+        out.append(
+            TrainBatch(
+                [batch.rollouts[i] for i in rows],
+                np.asarray(batch.advantages)[rows],
+                np.array([where[int(batch.chosen[j])] for j in pairs], dtype=np.int64),
+                np.array([where[int(batch.rejected[j])] for j in pairs], dtype=np.int64),
+            )
+        )
+    return out
