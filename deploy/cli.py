@@ -124,6 +124,13 @@ def _train(args) -> None:
     train_main(argv)
 
 
+def _export(args) -> None:
+    from deploy.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out)
+    print(f"exported the policy of {args.checkpoint} to {out} (Hugging Face format)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairuni", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides key.sub=value")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("export", help="write a checkpoint's policy as a Hugging Face model dir")
+    p.add_argument("--checkpoint", required=True, help="checkpoint dir, or a run dir (latest)")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.set_defaults(func=_export)
+
     for register in _package_commands():
         register(sub)
     return parser
@@ -177,8 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _package_commands():
     """Sub-commands other packages register (each a function taking the sub-parsers)."""
     from pairing.cli import add_pair_command
+    from rewards.cli import add_serve_rewards_command
 
-    return [add_pair_command]
+    def add_serve(sub) -> None:
+        serve = sub.add_parser("serve", help="run services (reward endpoints)")
+        add_serve_rewards_command(serve.add_subparsers(dest="serve_command", required=True))
+
+    return [add_pair_command, add_serve]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from learner.batches import (
     TASK_IDS,
     batch_normaliser,
     check_batch,
+    group_size,
     plan_micro_batches,
     rollout_cost,
 )
@@ -99,12 +100,16 @@ def score(model: UnifiedModel, rollouts: list, task: str, model_cfg: ModelConfig
     ``mask [N, T]``; differentiable. The same policies the samplers use (../shared/DESIGN.md):
     softmax(lm_head / T) for text, softmax((l_u + w (l_c - l_u)) / T) for image tokens
     (``model.image_logprob_mode``)."""
+    # Rollouts of one request in consecutive runs of n: each prompt (and image) is encoded
+    # once and repeated n times inside models/ (the SigLIP tower runs once per image).
+    n = group_size([r.request.request_id for r in rollouts])
+    heads = rollouts[::n]
     if task == "und":
-        images = [r.request.image for r in rollouts]
-        questions = [r.request.prompt for r in rollouts]
+        images = [r.request.image for r in heads]
+        questions = [r.request.prompt for r in heads]
         ids = [[int(t) for t in r.token_ids] for r in rollouts]
         return model.text_logprobs(images, questions, ids, temperature=model_cfg.text_temperature)
-    prompts = [r.request.prompt for r in rollouts]
+    prompts = [r.request.prompt for r in heads]
     tokens = torch.as_tensor(np.stack([r.token_ids for r in rollouts]), dtype=torch.long)  # [N, K]
     values = model.image_logprobs(
         prompts,

@@ -28,8 +28,10 @@ TASKS: dict[str, Callable] = {
 """Rollout task -> its dual likelihood (R_U or R_G) on a batch."""
 
 
-def apply_named_weights(model, named: dict[str, np.ndarray]) -> int:
-    """Copy ``named`` (parameter name -> array) into ``model``'s parameters; returns the count.
+def apply_named_weights(model, named: dict) -> int:
+    """Copy ``named`` (parameter name -> numpy array or tensor, e.g. the views
+    ``actors.weights.unflatten_views`` gives of a published buffer) into ``model``'s
+    parameters; returns the count.
 
     Every name must be a parameter of ``model.hf`` with the same shape; nothing is copied if
     one is not (the model stays at its old version).
@@ -49,7 +51,8 @@ def apply_named_weights(model, named: dict[str, np.ndarray]) -> int:
     with torch.no_grad():
         for name, arr in named.items():
             p = params[name]
-            p.copy_(torch.from_numpy(np.asarray(arr)).to(device=p.device, dtype=p.dtype))
+            src = arr if isinstance(arr, torch.Tensor) else torch.from_numpy(np.asarray(arr))
+            p.copy_(src.to(device=p.device, dtype=p.dtype))
     return len(named)
 
 

@@ -185,23 +185,6 @@ class HpsDeployment(_Endpoint):
 dual_api = FastAPI(title="pairuni DSR dual-likelihood reward")
 
 
-def named_arrays_from_flat(buffer: np.ndarray, manifest) -> dict[str, np.ndarray]:
-    """A flat uint8 weight buffer + manifest ``((name, dtype, shape, offset, nbytes), ...)``
-    (``actors.types.WeightsRef``) -> name -> array views (bfloat16 widened to float32)."""
-    import torch
-
-    buf = np.asarray(buffer).view(np.uint8).reshape(-1)
-    out = {}
-    for name, dtype, shape, offset, nbytes in manifest:
-        raw = buf[offset : offset + nbytes]
-        if str(dtype).removeprefix("torch.") == "bfloat16":
-            t = torch.frombuffer(bytearray(raw.tobytes()), dtype=torch.bfloat16)
-            out[name] = t.float().numpy().reshape(shape)
-        else:
-            out[name] = raw.view(np.dtype(str(dtype).removeprefix("torch."))).reshape(shape)
-    return out
-
-
 @serve.deployment(name="dual")
 @serve.ingress(dual_api)
 class DualDeployment(_Endpoint):
@@ -238,8 +221,10 @@ class DualDeployment(_Endpoint):
         """
         import ray
 
+        from actors.weights import unflatten_views
+
         value = await ref if isinstance(ref, ray.ObjectRef) else ref
-        named = value if isinstance(value, dict) else named_arrays_from_flat(value, manifest)
+        named = value if isinstance(value, dict) else unflatten_views(value, manifest)
         if isinstance(value, np.ndarray) and manifest is None:
             raise ValueError("a flat weight buffer needs its manifest")
 

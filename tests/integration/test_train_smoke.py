@@ -12,50 +12,15 @@ import math
 import threading
 import time
 
-import numpy as np
 import pytest
-from PIL import Image
+import torch
 
 from deploy.config import RunConfig, load_config
-from pairing.manifest import Pair, write_manifest
-
-COLOURS = {
-    "red": (220, 30, 30),
-    "blue": (30, 30, 220),
-    "green": (30, 200, 30),
-    "yellow": (230, 220, 40),
-}
+from pairing.synthetic import colour_square_manifest
 
 
 def _manifest(tmp_path) -> str:
-    pairs = []
-    for i, (name, rgb) in enumerate(COLOURS.items()):
-        img = np.full((64, 64, 3), 255, np.uint8)
-        img[16:48, 16:48] = rgb
-        path = tmp_path / f"{name}.png"
-        Image.fromarray(img).save(path)
-        kind, sim = ("aligned", 1.0) if i % 2 == 0 else ("retrieved", 0.81)
-        pairs.append(
-            Pair(
-                pair_id=i,
-                kind=kind,
-                similarity=sim,
-                weight=math.sqrt(sim),
-                und_image=str(path),
-                question="What colour is the square?",
-                choices=tuple(COLOURS),
-                answer="ABCD"[i],
-                category="colour",
-                und_source="smoke",
-                verifier=None,
-                gen_image=str(path),
-                prompt=f"a {name} square on a white background",
-                needs_augmentation=None,
-            )
-        )
-    out = tmp_path / "pairs.parquet"
-    write_manifest(pairs, str(out))
-    return str(out)
+    return colour_square_manifest(tmp_path / "data")
 
 
 def _cfg(tmp_path, manifest, name, *extra) -> RunConfig:
@@ -106,6 +71,7 @@ def test_smoke_run_versions_fault_and_resume(ray_local, tmp_path):
             trainer.metrics.write(trainer.step_num, rows[-1])
             trainer.save()
         assert killed and sum(trainer.text_pool.restarts) >= 1
+        final = {k: v.clone() for k, v in trainer.learners.state_dict().items()}
     finally:
         trainer.metrics.close()
         trainer.close()
@@ -123,6 +89,15 @@ def test_smoke_run_versions_fault_and_resume(ray_local, tmp_path):
     assert (run_a / "config.yaml").is_file()
     assert (run_a / "checkpoints" / "latest").read_text() == "step_000003"
 
+    # export: a Hugging Face directory holding the final policy
+    from deploy.cli import main as cli
+    from models import load_unified_model
+
+    assert cli(["export", "--checkpoint", str(run_a), "--out", str(tmp_path / "hf")]) == 0
+    exported = load_unified_model(tmp_path / "hf").trainable_parameters()
+    for name in ("lm_head.weight", "model.generation_head.vision_head.weight"):
+        assert torch.equal(exported[name].detach(), final[name]), name
+
     # resume from step 2: the third step repeats the uninterrupted run's loss
     cfg_b = _cfg(tmp_path, manifest, "b")
     resumed = Trainer(cfg_b, resume=str(run_a / "checkpoints" / "step_000002"))
@@ -133,3 +108,29 @@ def test_smoke_run_versions_fault_and_resume(ray_local, tmp_path):
         resumed.close()
     assert row["loss"] == pytest.approx(rows[2]["loss"], abs=1e-5)
     assert row["reward/und_mean"] == pytest.approx(rows[2]["reward/und_mean"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_dsr_step_scores_with_the_current_policy(ray_local, tmp_path):
+    from deploy.train import Trainer
+
+    cfg = _cfg(
+        tmp_path,
+        _manifest(tmp_path),
+        "dsr",
+        "learner.algorithm=dsr_grpo",
+        "rewards.endpoints=[dual]",
+        "train.und_rewards={dual: 1.0}",
+        "train.gen_rewards={dual: 1.0}",
+        "rollout.text_workers=1",
+    )
+    trainer = Trainer(cfg)
+    try:
+        row = trainer.step()
+        dual_version = trainer.dual.get_version.remote().result()
+    finally:
+        trainer.close()
+    assert dual_version == trainer.version == row["weight_version"]
+    assert row["reward/nan_count"] == 0 and math.isfinite(row["loss"])
+    # R_U and R_G are mean log-likelihoods: negative, near -log V for a random tiny model
+    assert -10.0 < row["reward/und_mean"] < 0 and -10.0 < row["reward/gen_mean"] < 0
