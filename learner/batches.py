@@ -80,6 +80,18 @@ def plan_micro_batches(costs: list[int], budget: int) -> list[list[int]]:
     return groups
 
 
+def group_size(keys: list) -> int:
+    """n when ``keys`` is consecutive runs of n equal keys (the n samples of each request, in
+    order); else 1."""
+    n = 1
+    while n < len(keys) and keys[n] == keys[0]:
+        n += 1
+    if len(keys) % n:
+        return 1
+    runs = [keys[i : i + n] for i in range(0, len(keys), n)]  # [N / n runs of n]
+    return n if all(k == run[0] for run in runs for k in run) else 1
+
+
 def batch_mask(rollouts: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Completion-token mask ``[N, T]`` and task ids ``[N]`` of rollouts, from their lengths."""
     N = len(rollouts)

@@ -11,7 +11,10 @@ published weights / the exported model / a checkpoint restore reproduce the lear
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +22,13 @@ import torch
 
 from actors.types import Rollout, RolloutRequest
 from actors.weights import fetch, load_into
-from learner.batches import batch_normaliser, check_batch, plan_micro_batches, shard_batch
+from learner.batches import (
+    batch_normaliser,
+    check_batch,
+    group_size,
+    plan_micro_batches,
+    shard_batch,
+)
 from learner.config import LearnerConfig
 from learner.learner import Learner, score
 from learner.metrics import reduce_metrics
@@ -28,6 +37,7 @@ from models.config import ConfigError, ModelConfig
 from models.unified import load_unified_model, tiny_unified_model
 
 LR = 1e-3
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- pure helpers: hand-derived ----------------------------------------------------------------
@@ -38,6 +48,26 @@ def test_plan_micro_batches_by_token_budget():
     assert plan_micro_batches([3, 3, 5, 1, 9], 6) == [[0, 1], [2, 3], [4]]
     assert plan_micro_batches([9, 1], 6) == [[0], [1]]
     assert plan_micro_batches([], 6) == []
+
+
+def test_batch_and_metric_helpers_import_no_ray_or_deepspeed():
+    code = (
+        "import sys, learner.batches, learner.metrics; "
+        "bad = [m for m in ('ray', 'deepspeed', 'vllm') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_group_size_finds_consecutive_equal_runs():
+    assert group_size([7, 7, 3, 3, 5, 5]) == 2
+    assert group_size([7, 7, 7]) == 3
+    assert group_size([7, 7, 3]) == 1  # 3 rows do not split into runs of 2
+    assert group_size([7, 3, 3, 7]) == 1  # first run has length 1
+    assert group_size([7, 7, 3, 5]) == 1  # [3, 5] is not one run
+    assert group_size([7, 7, 7, 7]) == 4
+    assert group_size([7, 7, 3, 3, 7, 7]) == 2  # a repeated request is just encoded twice
+    assert group_size([]) == 1
 
 
 def _fake(task: str, length: int, i: int = 0) -> Rollout:
