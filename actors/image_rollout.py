@@ -44,6 +44,7 @@ class ImageRolloutWorker:
                     n=n,
                     cfg_weight=self.model_cfg.cfg_weight,
                     temperature=self.model_cfg.image_temperature,
+                    implementation=self.model_cfg.image_implementation,
                     seed=group[0].seed,
                 )  # tokens, logprobs: [len(group) * n, K], grouped by prompt
                 images = self.model.decode_images(s.tokens)  # uint8 [len(group) * n, H, W, 3]
