@@ -19,7 +19,8 @@ def export_checkpoint(checkpoint_dir: str | Path, out: str | Path) -> Path:
 
     ckpt = checkpoint.resolve(checkpoint_dir)
     cfg = load_config(RunConfig, ckpt / "config.yaml")
-    learner_cfg = dataclasses.replace(cfg.learner, num_learners=0, use_ref_model=False)
+    # kl_coef 0: no reference model is built (export needs the policy alone)
+    learner_cfg = dataclasses.replace(cfg.learner, num_learners=0, kl_coef=0.0)
     learner = Learner(cfg.model, learner_cfg)
     learner.load_checkpoint(str(ckpt / "learner"), module_only=True)
     return Path(learner.export(str(out)))
