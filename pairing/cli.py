@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from pairing.features import (
     extractor_id,
 )
 from pairing.manifest import pairs_from_pairset, write_manifest
+from pairing.quadruples import complete_pairs, load_quadruples
 from pairing.report import RowIssue, build_report, write_report
 
 
@@ -85,6 +87,7 @@ def run_pair(cfg: PairingConfig, *, strict: bool) -> dict:
     """Build PairUG from ``cfg``: manifest.parquet, report.json, issues.jsonl,
     similarity_hist.png and config.json in ``cfg.output_dir``. Returns the report."""
     t0 = time.perf_counter()
+    quads = load_quadruples(cfg.quadruples) if cfg.quadruples else None  # fail fast
     und = read_understanding(cfg.und, strict=strict)
     gen = read_generation(cfg.gen, strict=strict)
     issues = [RowIssue("und", "read", **dataclasses.asdict(i)) for i in und.issues]
@@ -135,11 +138,16 @@ def run_pair(cfg: PairingConfig, *, strict: bool) -> dict:
         search_backend=cfg.search_backend,
         ivf_min_pairs=cfg.ivf_min_pairs,
     )
-    pairs = pairs_from_pairset(ps, [und.items[i] for i in u_ok], [gen.items[j] for j in g_ok])
+    und_ok, gen_ok = [und.items[i] for i in u_ok], [gen.items[j] for j in g_ok]
+    pairs = pairs_from_pairset(ps, und_ok, gen_ok)
+    # Aligned pairs take their missing half from `pairuni augment`'s quadruples.
+    completed, augmented = pairs, None
+    if quads is not None:
+        completed, augmented = complete_pairs(pairs, quads, und_ok, gen_ok)
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_manifest(pairs, str(out / "manifest.parquet"))
+    write_manifest(completed, str(out / "manifest.parquet"))
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     stats = {
         "read_s": t_read,
@@ -168,7 +176,12 @@ def run_pair(cfg: PairingConfig, *, strict: bool) -> dict:
         gen_paired_items=len({r.gen_index for r in ps.retrieved}),
         settings=settings,
         stats=stats,
-    )
+    )  # accounting by origin: the pairs before completion
+    if augmented is not None:
+        report["pairs"]["needs_augmentation"] = dict(
+            Counter(p.needs_augmentation for p in completed if p.needs_augmentation)
+        )
+        report["augmentation"] = {**augmented, "quadruples": list(cfg.quadruples)}
     write_report(report, pairs, issues, str(out))
     _print_summary(report, out)
     return report

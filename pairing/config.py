@@ -16,6 +16,10 @@ KMEANS_BACKENDS = ("sklearn", "faiss")
 SEARCH_BACKENDS = ("auto", "flat", "ivf")
 GEN_FORMATS = ("webdataset", "folder_jsonl")
 FEATURE_BACKENDS = ("local", "ray")
+AUGMENT_SIDES = ("und", "gen")
+VARIANTS = ("one_object", "two_objects", "text", "ai_generated")
+VARIANT_SELECTORS = ("keyword", "fixed")
+RESPONSE_FORMATS = ("json_object", "none")
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,199 @@ class FeatureConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Quadruple augmentation (PairUni section 2.1.1, Appendix E) with an OpenAI-compatible VLM."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """Endpoint root; the client POSTs <base_url>/chat/completions (a vLLM server, `pairuni serve augment`, ...)."""
+    model: str = ""
+    """Model name sent in every request; part of the cache key (`pairuni augment` requires it)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never logged); empty or unset: no Authorization header."""
+    caption_template: str = "caption_v1"
+    """Understanding images -> detail prompt C (Fig. 10): a packaged template name or a YAML path."""
+    qa_template: str = "qa_v1"
+    """Generation images -> question, four options, answer (Fig. 11): a packaged template name or a YAML path."""
+    variant_by: str = "keyword"
+    """How an item's template variant is chosen: keyword (from its text and source) | fixed (`variant`)."""
+    variant: str = "one_object"
+    """Variant for variant_by=fixed, and the keyword selector's fallback: one_object | two_objects | text | ai_generated."""
+    sides: tuple[str, ...] = ("und", "gen")
+    """Which sets to complete: und (write C for U items) and/or gen (write Q, A for G items)."""
+    limit: int = 0
+    """At most this many items per side, in input order (0: all); for trial runs."""
+    max_concurrency: int = 8
+    """Requests in flight at once."""
+    timeout_s: float = 120.0
+    """Per-request timeout in seconds; a timeout is retried."""
+    max_retries: int = 4
+    """Retries of one request after a timeout, a connection error, HTTP 429 or 5xx."""
+    backoff_s: float = 1.0
+    """First retry delay; doubles per retry (with jitter), capped by max_backoff_s; Retry-After wins."""
+    max_backoff_s: float = 30.0
+    """Longest delay between retries, in seconds."""
+    repair_rounds: int = 1
+    """Re-asks with the validation error before an item is recorded as rejected."""
+    temperature: float = 0.2
+    """Sampling temperature sent to the endpoint."""
+    max_tokens: int = 512
+    """Completion token limit sent to the endpoint."""
+    response_format: str = "json_object"
+    """json_object (ask the server for JSON mode) | none (for servers without it)."""
+    caption_min_words: int = 15
+    """Shortest accepted detail prompt, in words (the paper asks for about 30)."""
+    caption_max_words: int = 60
+    """Longest accepted detail prompt, in words."""
+    question_max_words: int = 60
+    """Longest accepted question, in words."""
+    option_max_words: int = 20
+    """Longest accepted option, in words."""
+    max_image_side: int = 1024
+    """Images with a longer side are downscaled (JPEG) before upload; smaller ones go as they are."""
+    cache_dir: str = ".cache/augment"
+    """Directory of the answer cache keyed by (item id, template version, model); empty disables."""
+    output_dir: str = "runs/augment"
+    """Directory for quadruples.jsonl, rejected.jsonl and report.json."""
+    progress: bool = True
+    """Show a progress bar (items/s, rejection rate)."""
+
+    def validate(self) -> None:
+        check(
+            self.base_url.startswith(("http://", "https://")),
+            "pairing.augment.base_url",
+            self.base_url,
+            "must be an http(s) URL",
+            "set pairing.augment.base_url=http://127.0.0.1:8000/v1",
+        )
+        check(
+            self.variant_by in VARIANT_SELECTORS,
+            "pairing.augment.variant_by",
+            self.variant_by,
+            f"must be one of {VARIANT_SELECTORS}",
+            "use keyword",
+        )
+        check(
+            self.variant in VARIANTS,
+            "pairing.augment.variant",
+            self.variant,
+            f"must be one of {VARIANTS}",
+            "use one_object",
+        )
+        check(
+            len(self.sides) > 0 and all(s in AUGMENT_SIDES for s in self.sides),
+            "pairing.augment.sides",
+            self.sides,
+            f"must be a non-empty subset of {AUGMENT_SIDES}",
+            "use [und, gen]",
+        )
+        check(
+            self.response_format in RESPONSE_FORMATS,
+            "pairing.augment.response_format",
+            self.response_format,
+            f"must be one of {RESPONSE_FORMATS}",
+            "use none if the server rejects response_format",
+        )
+        for key, value, least, fix in (
+            ("limit", self.limit, 0, "use 0 for all items"),
+            ("max_concurrency", self.max_concurrency, 1, "use 8"),
+            ("max_retries", self.max_retries, 0, "use 4"),
+            ("repair_rounds", self.repair_rounds, 0, "use 1"),
+            ("max_tokens", self.max_tokens, 1, "use 512"),
+            ("caption_min_words", self.caption_min_words, 1, "use 15"),
+            ("question_max_words", self.question_max_words, 1, "use 60"),
+            ("option_max_words", self.option_max_words, 1, "use 20"),
+            ("max_image_side", self.max_image_side, 32, "use 1024"),
+        ):
+            check(value >= least, f"pairing.augment.{key}", value, f"must be >= {least}", fix)
+        check(
+            self.caption_max_words >= self.caption_min_words,
+            "pairing.augment.caption_max_words",
+            self.caption_max_words,
+            f"must be >= caption_min_words ({self.caption_min_words})",
+            "use 60",
+        )
+        for key, value in (
+            ("timeout_s", self.timeout_s),
+            ("backoff_s", self.backoff_s),
+            ("max_backoff_s", self.max_backoff_s),
+        ):
+            check(value > 0, f"pairing.augment.{key}", value, "must be > 0", "use the default")
+        check(
+            self.temperature >= 0,
+            "pairing.augment.temperature",
+            self.temperature,
+            "must be >= 0",
+            "use 0.2",
+        )
+        check(
+            bool(self.output_dir),
+            "pairing.augment.output_dir",
+            self.output_dir,
+            "must not be empty",
+            "set pairing.augment.output_dir=runs/augment",
+        )
+
+
+@dataclass(frozen=True)
+class AugmentServerConfig:
+    """`pairuni serve augment`: a local model behind an OpenAI-compatible endpoint (Ray Serve)."""
+
+    model_path: str = ""
+    """Local checkpoint directory of the served model."""
+    served_name: str = ""
+    """Model name clients send (empty: the checkpoint directory's base name)."""
+    backend: str = "hf"
+    """hf (transformers through models/, CPU or one GPU); a vLLM backend plugs in beside it."""
+    host: str = "127.0.0.1"
+    """HTTP bind address."""
+    port: int = 8000
+    """HTTP port."""
+    device: str = "cpu"
+    """Torch device of the hf backend."""
+    dtype: str = "float32"
+    """Parameter dtype of the hf backend: float32 | bfloat16 | float16."""
+    num_replicas: int = 1
+    """Serve replicas (each holds one copy of the model)."""
+    num_cpus: float = 1.0
+    """CPUs per replica."""
+    num_gpus: float = 0.0
+    """GPUs per replica (0 on CPU)."""
+    max_new_tokens: int = 512
+    """Completion limit when a request names none; requests may ask for less, never more."""
+    max_ongoing_requests: int = 8
+    """Requests one replica accepts at once (it generates one at a time)."""
+
+    def validate(self) -> None:
+        check(
+            bool(self.model_path),
+            "serve_augment.model_path",
+            self.model_path,
+            "must name a local checkpoint directory",
+            "pass --model PATH (write a tiny one with `pairuni model tiny --out DIR`)",
+        )
+        check(
+            1 <= self.port <= 65535,
+            "serve_augment.port",
+            self.port,
+            "must be a TCP port",
+            "use 8000",
+        )
+        for key, value in (
+            ("num_replicas", self.num_replicas),
+            ("max_new_tokens", self.max_new_tokens),
+            ("max_ongoing_requests", self.max_ongoing_requests),
+        ):
+            check(value >= 1, f"serve_augment.{key}", value, "must be >= 1", "use the default")
+        check(
+            self.num_cpus > 0 and self.num_gpus >= 0,
+            "serve_augment.num_cpus",
+            (self.num_cpus, self.num_gpus),
+            "num_cpus must be > 0 and num_gpus >= 0",
+            "use num_cpus=1, num_gpus=0 on CPU",
+        )
+
+
+@dataclass(frozen=True)
 class PairingConfig:
     """The PairUG builder (PairUni section 2.1, Algorithm 1)."""
 
@@ -110,6 +307,10 @@ class PairingConfig:
     """auto: use IVF when (understanding pool size x generation pool size) exceeds this."""
     output_dir: str = "runs/pairing"
     """Directory for manifest.parquet, report.json and similarity_hist.png."""
+    quadruples: tuple[str, ...] = ()
+    """quadruples.jsonl files from `pairuni augment`: aligned pairs take their missing half from them."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Quadruple augmentation (`pairuni augment`); `pairuni pair` ignores it."""
 
     def validate(self) -> None:
         check(
