@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-import time
 
 import pytest
 import torch
@@ -48,33 +46,28 @@ def test_smoke_run_versions_fault_and_resume(ray_local, tmp_path):
     from deploy.train import Trainer
 
     manifest = _manifest(tmp_path)
-    cfg = _cfg(tmp_path, manifest, "a")
-    trainer = Trainer(cfg)
+    trainer = Trainer(_cfg(tmp_path, manifest, "a"))
+    first_version = trainer.version
+    submit, killed = trainer.text_pool.submit, []
+
+    def submit_then_kill(requests):
+        """Step 2: kill a text worker while its chunk is in flight."""
+        job = submit(requests)
+        if trainer.step_num == 1:
+            ray.kill(trainer.text_pool.workers[0], no_restart=True)
+            killed.append(trainer.step_num)
+        return job
+
+    trainer.text_pool.submit = submit_then_kill
     try:
-        first_version = trainer.version
-        killed = {}
-
-        def kill_a_text_worker():
-            time.sleep(1.0)
-            victim = trainer.text_pool.workers[0]
-            ray.kill(victim, no_restart=True)
-            killed["worker"] = True
-
-        rows = []
-        for step in range(3):
-            killer = threading.Thread(target=kill_a_text_worker) if step == 1 else None
-            if killer:
-                killer.start()
-            rows.append(trainer.step())
-            if killer:
-                killer.join()
-            trainer.metrics.write(trainer.step_num, rows[-1])
-            trainer.save()
-        assert killed and sum(trainer.text_pool.restarts) >= 1
+        trainer.fit()  # 3 steps, a checkpoint after each (checkpoint_every: 1)
+        assert killed == [1] and sum(trainer.text_pool.restarts) >= 1
         final = {k: v.clone() for k, v in trainer.learners.state_dict().items()}
     finally:
-        trainer.metrics.close()
         trainer.close()
+    run_a = tmp_path / "a"
+    rows = _rows(run_a)
+    assert (run_a / "curves.png").is_file() and (run_a / "tensorboard").is_dir()
 
     # every step: 4 pairs x (und + gen) x G=4 rollouts, none lost to the killed worker
     assert [r["rollout/count"] for r in rows] == [2 * 2 * 4] * 3
@@ -111,7 +104,10 @@ def test_smoke_run_versions_fault_and_resume(ray_local, tmp_path):
 
 
 @pytest.mark.slow
-def test_dsr_step_scores_with_the_current_policy(ray_local, tmp_path):
+def test_dsr_run_scores_with_the_current_policy_and_stops_on_sigterm(ray_local, tmp_path):
+    import os
+    import signal
+
     from deploy.train import Trainer
 
     cfg = _cfg(
@@ -125,11 +121,23 @@ def test_dsr_step_scores_with_the_current_policy(ray_local, tmp_path):
         "rollout.text_workers=1",
     )
     trainer = Trainer(cfg)
+    update = trainer.learners.update
+
+    def update_then_sigterm(batch):
+        """A SIGTERM arrives during step 1: the run checkpoints after it and stops."""
+        os.kill(os.getpid(), signal.SIGTERM)
+        return update(batch)
+
+    trainer.learners.update = update_then_sigterm
     try:
-        row = trainer.step()
+        last = trainer.fit()  # train.steps is 3
         dual_version = trainer.dual.get_version.remote().result()
     finally:
         trainer.close()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    rows = _rows(tmp_path / "dsr")
+    assert [r["step"] for r in rows] == [1] and last.name == "step_000001"
+    row = rows[0]
     assert dual_version == trainer.version == row["weight_version"]
     assert row["reward/nan_count"] == 0 and math.isfinite(row["loss"])
     # R_U and R_G are mean log-likelihoods: negative, near -log V for a random tiny model
