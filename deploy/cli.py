@@ -188,14 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _package_commands():
     """Sub-commands other packages register (each a function taking the sub-parsers)."""
+    from pairing.augment_cli import add_augment_command, add_serve_augment_command
     from pairing.cli import add_pair_command
     from rewards.cli import add_serve_rewards_command
 
     def add_serve(sub) -> None:
         serve = sub.add_parser("serve", help="run services (reward endpoints)")
-        add_serve_rewards_command(serve.add_subparsers(dest="serve_command", required=True))
+        serve_sub = serve.add_subparsers(dest="serve_command", required=True)
+        add_serve_rewards_command(serve_sub)
+        add_serve_augment_command(serve_sub)
 
-    return [add_pair_command, add_serve]
+    return [add_pair_command, add_augment_command, add_serve]
 
 
 def main(argv: list[str] | None = None) -> int:
