@@ -155,7 +155,7 @@ class ChatClient:
                 if r.status_code in FATAL_STATUS:
                     raise AugmentError(
                         f"{self.url} answered HTTP {r.status_code} ({FATAL_STATUS[r.status_code]}): "
-                        f"{r.text[:300]}. Fix: check pairing.augment.base_url, "
+                        f"{' '.join(r.text.split())[:300]}. Fix: check pairing.augment.base_url, "
                         f"pairing.augment.model={cfg.model!r} and the key in "
                         f"${cfg.api_key_env or '(no key variable)'}"
                     )
