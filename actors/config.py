@@ -12,6 +12,7 @@ The policy's sampling knobs (temperatures, ``max_new_tokens``, ``cfg_weight``) l
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from models.config import check
@@ -29,7 +30,15 @@ class RolloutConfig:
     text_num_gpus: float = 0.0
     """GPU fraction per text worker (e.g. 0.5 puts two on one GPU); 0 on CPU."""
     text_backend: str = "hf"
-    """Text sampling backend, a name in actors.text_rollout.TEXT_BACKENDS: hf."""
+    """Text sampling backend, a name in actors.text_rollout.TEXT_BACKENDS: hf | vllm."""
+    text_python: str = ""
+    """Interpreter the text workers run under (Ray runtime_env py_executable), e.g. .venv-vllm/bin/python; empty: the driver's."""
+    text_top_p: float = 1.0
+    """Nucleus (top-p) mass of text sampling (vllm backend only; the learner scores the untruncated policy, so keep 1.0 on-policy)."""
+    text_vllm_kv_cache_gib: int = 1
+    """KV-cache memory of a vLLM text worker on CPU, GiB (VLLM_CPU_KVCACHE_SPACE, unless set in its environment)."""
+    text_vllm_eager: bool = False
+    """Run vLLM's model eagerly (no torch.compile): faster engine start, slower decoding."""
     text_batch_size: int = 8
     """Requests per text sampling call (each with G samples); also the unit of re-dispatch."""
 
@@ -95,6 +104,36 @@ class RolloutConfig:
             self.text_backend,
             f"is not one of {sorted(TEXT_BACKENDS)}",
             f"use one of {sorted(TEXT_BACKENDS)}",
+        )
+        check(
+            0 < self.text_top_p <= 1,
+            "rollout.text_top_p",
+            self.text_top_p,
+            "must be in (0, 1]",
+            "use 1.0 (on-policy: the learner scores the untruncated distribution)",
+        )
+        check(
+            self.text_top_p == 1.0 or self.text_backend == "vllm",
+            "rollout.text_top_p",
+            self.text_top_p,
+            f"only the vllm backend samples with top-p; text_backend={self.text_backend!r} does not",
+            "use 1.0, or rollout.text_backend=vllm",
+        )
+        check(
+            isinstance(self.text_vllm_kv_cache_gib, int) and self.text_vllm_kv_cache_gib >= 1,
+            "rollout.text_vllm_kv_cache_gib",
+            self.text_vllm_kv_cache_gib,
+            "must be a whole number of GiB >= 1",
+            "use 1 for tiny models on CPU, more for real ones",
+        )
+        check(
+            not self.text_python
+            or (os.path.isfile(self.text_python) and os.access(self.text_python, os.X_OK)),
+            "rollout.text_python",
+            self.text_python,
+            "is not an executable file",
+            "build the environment (`make .venv-vllm`) and give the path of its bin/python, "
+            "or leave it empty to run text workers under the driver's interpreter",
         )
         check(
             isinstance(self.group_size, int) and self.group_size >= 2,

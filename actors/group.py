@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -252,10 +253,17 @@ class WorkerGroup:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def text(cls, model_cfg: ModelConfig, cfg: RolloutConfig) -> WorkerGroup:
-        """The text rollout pool of ``cfg`` (text_workers, resources, batch size, faults)."""
+        """The text rollout pool of ``cfg`` (text_workers, resources, batch size, faults).
+
+        With ``rollout.text_python`` set, the actors run under that interpreter (Ray
+        runtime_env ``py_executable``): the vLLM backend's environment pins its own torch.
+        """
         from actors.text_rollout import TextRolloutWorker
 
-        return cls._for_role(TextRolloutWorker, "text", model_cfg, cfg)
+        resources = cfg.resources("text")
+        if cfg.text_python and cfg.text_workers > 0:
+            resources["runtime_env"] = {"py_executable": os.path.abspath(cfg.text_python)}
+        return cls._for_role(TextRolloutWorker, "text", model_cfg, cfg, resources)
 
     @classmethod
     def image(cls, model_cfg: ModelConfig, cfg: RolloutConfig) -> WorkerGroup:
@@ -265,11 +273,13 @@ class WorkerGroup:
         return cls._for_role(ImageRolloutWorker, "image", model_cfg, cfg)
 
     @classmethod
-    def _for_role(cls, worker_cls, role: str, model_cfg: ModelConfig, cfg: RolloutConfig):
+    def _for_role(
+        cls, worker_cls, role: str, model_cfg: ModelConfig, cfg: RolloutConfig, resources=None
+    ):
         return cls(
             worker_cls,
             getattr(cfg, f"{role}_workers"),
-            cfg.resources(role),
+            resources or cfg.resources(role),
             (model_cfg, cfg),
             batch_size=getattr(cfg, f"{role}_batch_size"),
             max_restarts=cfg.max_restarts,

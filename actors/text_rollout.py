@@ -1,8 +1,8 @@
 """Text (understanding) rollout worker: image + question -> n sampled answers.
 
 A plain class; ``actors.group.WorkerGroup`` wraps it as a Ray actor. The sampling engine is
-a backend chosen by name from ``TEXT_BACKENDS`` (``hf``: the models/ adapter; a vLLM
-backend is its own issue and registers here). Every returned ``Rollout`` carries the
+a backend chosen by name from ``TEXT_BACKENDS`` (``hf``: the models/ adapter; ``vllm``:
+actors/backends/vllm_backend.py, in its own environment). Every returned ``Rollout`` carries the
 weight version it was sampled with, and one call never mixes versions (``WeightsGate``).
 
 Seeds: one sampling call uses the seed of its first request, so a request's samples depend
@@ -13,10 +13,12 @@ chunks of ``text_batch_size`` in request order), so a re-run or a resume samples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
+from actors.backends import vllm_text_backend
 from actors.config import RolloutConfig
 from actors.types import Rollout, RolloutRequest, WeightsRef
 from actors.weights import UNSYNCED, load_into
@@ -115,8 +117,9 @@ class HFTextBackend:
         self.version = version
 
 
-TEXT_BACKENDS: dict[str, type] = {"hf": HFTextBackend}
-"""Text backend name -> class built as ``cls(model_cfg, rollout_cfg)``."""
+TEXT_BACKENDS: dict[str, Callable] = {"hf": HFTextBackend, "vllm": vllm_text_backend}
+"""Text backend name -> class or factory built as ``f(model_cfg, rollout_cfg)``; ``vllm``
+imports vLLM only when built (run it under ``rollout.text_python``, actors/backends/)."""
 
 
 def make_text_backend(name: str, model_cfg: ModelConfig, cfg: RolloutConfig) -> TextBackend:

@@ -1,0 +1,348 @@
+"""vLLM text backend: Janus's language model served by vLLM, image features from ``models/``.
+
+vLLM has no Janus model. The worker bridges it with ``prompt_embeds``: it computes each
+understanding prompt's input embeddings with the ``models/`` adapter (token embeddings,
+SigLIP tower + aligner scattered into the image placeholders; exactly the learner's
+``models.text_tokens.prompt_embeddings``), and a vLLM engine serving Janus's language model
+as a plain ``LlamaForCausalLM`` samples the answer from them. Why prompt embeddings and not
+an out-of-tree Janus model registered with vLLM: see ``bench/text_rollout.py`` (the
+worker-side embedding is a small fraction of a sampling call, and the image features are
+computed by the very code the learner scores with, so nothing is implemented twice).
+
+Policy and log-probs: the engine runs with ``logprobs_mode="processed_logprobs"``, so the
+log-prob vLLM returns for a sampled token is ``log softmax(logits / T)`` (after top-p
+masking) — the distribution it sampled from, as ``models.text_tokens.logprobs`` scores it
+(equal within 1e-3 in fp32 at top_p = 1; tests/vllm).
+
+Weights: vLLM's engine starts with dummy weights and receives every version, the first
+included, through its weight-update path (``collective_rpc("start_weight_update" |
+"update_weights" | "finish_weight_update")``) and a weight-transfer engine registered here
+(``FlatBufferWeightEngine``) that hands the object store's flat buffer, viewed zero-copy
+and renamed from the HF Janus layout, to the model's own ``load_weights`` (which stacks
+q/k/v and gate/up). Only language-model weights travel to vLLM; the worker's own copy
+keeps the embedding table, the vision tower and the aligner. The engine core runs in the
+worker's process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): the Ray actor is already the
+process boundary, the buffer is not serialised again, and the registered engine lives in
+the process that loads weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from actors.config import RolloutConfig
+from actors.types import Rollout, RolloutRequest
+from actors.weights import UNSYNCED, ManifestError, load_into, unflatten_views
+from models.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VLLM = ("0.32", "0.34")
+"""vLLM versions this backend is written against: >= the first, < the second."""
+
+WEIGHT_ENGINE = "pairuni_flat_buffer"
+"""Name of ``FlatBufferWeightEngine`` in vLLM's ``WeightTransferEngineFactory``."""
+
+LM_PREFIX, LM_HEAD = "model.language_model.", "lm_head."
+"""HF Janus names of the language model and its output head."""
+
+EMBED = "model.language_model.embed_tokens.weight"
+"""The token embedding: vLLM embeds fed-back tokens with it, the worker embeds prompts."""
+
+
+def check_vllm_version(vllm_module=None) -> str:
+    """The installed vLLM version; raises ImportError naming the range and the fix if wrong."""
+    fix = (
+        "build the vLLM environment with `make .venv-vllm` and set "
+        "rollout.text_python=.venv-vllm/bin/python (or use rollout.text_backend=hf)"
+    )
+    lo, hi = SUPPORTED_VLLM
+    if vllm_module is None:
+        try:
+            import vllm as vllm_module
+        except ImportError as e:
+            raise ImportError(
+                f"rollout.text_backend='vllm' needs vllm>={lo},<{hi}, which is not importable "
+                f"from {sys.executable} ({e}); {fix}"
+            ) from e
+    from packaging.version import Version
+
+    if getattr(vllm_module, "__version__", None) is None:  # e.g. a namespace package
+        raise ImportError(
+            f"rollout.text_backend='vllm' needs vllm>={lo},<{hi}; the 'vllm' importable from "
+            f"{sys.executable} is not the vLLM package ({vllm_module!r}); {fix}"
+        )
+    found = Version(vllm_module.__version__)
+    if not Version(lo) <= Version(found.base_version) < Version(hi):
+        raise ImportError(
+            f"rollout.text_backend='vllm' supports vllm>={lo},<{hi}; found "
+            f"{vllm_module.__version__} at {os.path.dirname(vllm_module.__file__)} "
+            f"(interpreter {sys.executable}); {fix}"
+        )
+    return vllm_module.__version__
+
+
+def to_llama_name(name: str) -> str | None:
+    """HF Janus parameter name -> its name in a plain Llama checkpoint; None if not the LM.
+
+    ``model.language_model.layers.0.self_attn.q_proj.weight -> model.layers.0.self_attn.
+    q_proj.weight``; ``lm_head.weight`` stays. The vision tower, aligners and the image-
+    generation heads are not part of the language model.
+    """
+    if name.startswith(LM_PREFIX):
+        return "model." + name[len(LM_PREFIX) :]
+    if name.startswith(LM_HEAD):
+        return name
+    return None
+
+
+def llama_config(text_config, dtype: str) -> dict:
+    """``config.json`` of Janus's language model as a ``LlamaForCausalLM`` checkpoint."""
+    cfg = text_config.to_dict()
+    cfg.update(architectures=["LlamaForCausalLM"], model_type="llama", dtype=dtype)
+    cfg.pop("_name_or_path", None)
+    return cfg
+
+
+def vllm_seed(seed: int) -> int:
+    """A request's seed for vLLM, which seeds its k-th sample with ``seed + k``.
+
+    Requests with adjacent seeds would share draws (request s, sample 1 == request s+1,
+    sample 0); hashing the seed first spreads them over [0, 2^31 - 2^16).
+    """
+    state = np.random.SeedSequence([int(seed), 0x7A11]).generate_state(1)[0]
+    return int(state) % (2**31 - 2**16)
+
+
+def prompt_embeds(policy, requests: list[RolloutRequest]) -> list[torch.Tensor]:
+    """One ``[L_i, D]`` embedding per request: its understanding prompt without padding.
+
+    The same embeddings the learner teacher-forces (``models.text_tokens.prompt_embeddings``);
+    the processor pads on the left, and the mask drops those positions.
+    """
+    from models.text_tokens import prompt_embeddings
+
+    images = [r.image for r in requests]
+    for r in requests:
+        if r.image is None:
+            raise ValueError(
+                f"request {r.request_id} (pair {r.pair_id}): an understanding request needs "
+                "an image (uint8 [H, W, 3])"
+            )
+    with torch.no_grad():
+        emb, mask = prompt_embeddings(
+            policy.hf, policy.processor, images, [r.prompt for r in requests], 1
+        )  # [B, L, D], [B, L]
+    return [e[m.bool()].contiguous() for e, m in zip(emb, mask)]  # each [L_i, D]
+
+
+# ---- the weight-transfer engine vLLM's worker calls -------------------------------------
+def _weight_engine_cls():
+    """``FlatBufferWeightEngine``, defined on first use (vLLM's base classes import vLLM)."""
+    global _ENGINE_CLS
+    if _ENGINE_CLS is not None:
+        return _ENGINE_CLS
+    from vllm.distributed.weight_transfer.base import (
+        WeightTransferEngine,
+        WeightTransferInitInfo,
+        WeightTransferUpdateInfo,
+    )
+    from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
+
+    @dataclass
+    class FlatInitInfo(WeightTransferInitInfo):
+        """No rendezvous: the buffer is already in this process (the object store's view)."""
+
+    @dataclass
+    class FlatUpdateInfo(WeightTransferUpdateInfo):
+        named: dict
+        """Llama-layout name -> tensor (views of the flat buffer; read only)."""
+
+    class FlatBufferWeightEngine(WeightTransferEngine[FlatInitInfo, FlatUpdateInfo]):
+        """Loads named tensors given in-process through the model's own ``load_weights``."""
+
+        init_info_cls, update_info_cls = FlatInitInfo, FlatUpdateInfo
+
+        def init_transfer_engine(self, init_info) -> None:
+            pass
+
+        def start_weight_update(self) -> None:
+            # Checkpoint-format tensors: vLLM's layerwise reload restores each layer's
+            # loaders, then re-runs its post-load processing (CPU GEMM weight packing).
+            from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
+
+            self.expected = {n for n, _ in self.model.named_parameters()}
+            initialize_layerwise_reload(self.model)
+
+        def finish_weight_update(self) -> None:
+            from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
+
+            finalize_layerwise_reload(self.model, self.model_config)
+
+        def receive_weights(self, update_info) -> None:
+            loaded = self.model.load_weights(iter(update_info.named.items()))
+            missing = sorted(self.expected - set(loaded or ()))
+            if missing:
+                raise ManifestError(
+                    f"vLLM model parameters not in the published weights: {missing[:5]} "
+                    f"({len(missing)} in all); the publisher must send the whole language model"
+                )
+
+        def shutdown(self) -> None:
+            pass
+
+    if WEIGHT_ENGINE not in WeightTransferEngineFactory._registry:
+        WeightTransferEngineFactory.register_engine(WEIGHT_ENGINE, FlatBufferWeightEngine)
+    _ENGINE_CLS = FlatBufferWeightEngine
+    return _ENGINE_CLS
+
+
+_ENGINE_CLS = None
+
+
+def _janus_image_processor_without_torchvision() -> None:
+    """Let ``models.tiny`` build its processor where torchvision cannot be imported.
+
+    The vLLM environment has no torchvision (its PyPI wheels are CUDA builds that fail
+    beside the CPU torch, ../shared/ENVIRONMENT.md). transformers ships the same Janus
+    image processor on a PIL backend; point the torchvision module's name at it. Only in
+    this process, and only when torchvision is missing.
+    """
+    try:
+        import torchvision  # noqa: F401
+
+        return
+    except ImportError:
+        pass
+    import types
+
+    from transformers.models.janus import image_processing_pil_janus as pil
+
+    name = "transformers.models.janus.image_processing_janus"
+    if name not in sys.modules:
+        shim = types.ModuleType(name)
+        shim.JanusImageProcessor = pil.JanusImageProcessorPil
+        sys.modules[name] = shim
+
+
+class VLLMTextBackend:
+    """Understanding rollouts sampled by a vLLM engine from worker-computed prompt embeddings."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: RolloutConfig):
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in this process
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.text_vllm_kv_cache_gib))
+        self.vllm_version = check_vllm_version()
+        _janus_image_processor_without_torchvision()
+        from vllm import LLM
+        from vllm.config import WeightTransferConfig
+
+        from actors.worker import build_policy
+
+        self.cfg, self.model_cfg = cfg, model_cfg
+        self.version = UNSYNCED
+        policy = build_policy(model_cfg)
+        self.policy, self.tokenizer = policy, policy.tokenizer
+        self.eos = self.tokenizer.eos_token_id
+        _weight_engine_cls()
+        self._dir = tempfile.TemporaryDirectory(prefix="pairuni_vllm_")
+        cfg_json = llama_config(policy.hf.config.text_config, model_cfg.dtype)
+        Path(self._dir.name, "config.json").write_text(json.dumps(cfg_json, indent=1))
+        self.llm = LLM(
+            model=self._dir.name,
+            skip_tokenizer_init=True,
+            load_format="dummy",
+            dtype=model_cfg.dtype,
+            enable_prompt_embeds=True,
+            logprobs_mode="processed_logprobs",
+            weight_transfer_config=WeightTransferConfig(backend=WEIGHT_ENGINE),
+            enforce_eager=cfg.text_vllm_eager,
+            seed=model_cfg.seed,
+        )
+        # The engine's dummy weights are replaced by the policy's own before anything samples.
+        trainable = policy.trainable_parameters()
+        self._push({to_llama_name(n): p.detach() for n, p in trainable.items() if to_llama_name(n)})
+        self._drop_language_model()
+        self.frontend = {
+            n: p for n, p in policy.trainable_parameters().items() if to_llama_name(n) is None
+        }
+        self.frontend[EMBED] = policy.hf.get_input_embeddings().weight
+
+    def _drop_language_model(self) -> None:
+        """Free the worker's copy of the LM layers and head: vLLM holds them now."""
+        hf = self.policy.hf
+        hf.model.language_model.layers = torch.nn.ModuleList()
+        hf.model.language_model.norm = torch.nn.Identity()
+        hf.lm_head = torch.nn.Identity()
+
+    def _push(self, named: dict[str, torch.Tensor]) -> None:
+        """Load Llama-named tensors into the engine through vLLM's weight-update RPCs."""
+        self.llm.collective_rpc("start_weight_update")
+        self.llm.collective_rpc("update_weights", args=({"named": named},))
+        self.llm.collective_rpc("finish_weight_update")
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+
+    def sampling_params(self, r: RolloutRequest):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=r.n,
+            temperature=self.model_cfg.text_temperature,
+            top_p=self.cfg.text_top_p,
+            max_tokens=self.model_cfg.max_new_tokens,
+            seed=vllm_seed(r.seed),
+            logprobs=0,  # the sampled token's log-prob only
+            stop_token_ids=[self.eos],
+            detokenize=False,
+        )
+
+    def generate(self, requests: list[RolloutRequest]) -> list[Rollout]:
+        embeds = prompt_embeds(self.policy, requests)
+        outs = self.llm.generate(
+            [{"prompt_embeds": e} for e in embeds],
+            [self.sampling_params(r) for r in requests],
+            use_tqdm=False,
+        )
+        rollouts = []
+        for r, out in zip(requests, outs):
+            for c in sorted(out.outputs, key=lambda c: c.index):
+                ids = list(c.token_ids)
+                lp = [step[t].logprob for step, t in zip(c.logprobs, ids)]
+                rollouts.append(
+                    Rollout(
+                        request=r,
+                        sample_index=c.index,
+                        token_ids=np.asarray(ids, dtype=np.int64),
+                        logprobs=np.asarray(lp, dtype=np.float32),
+                        weight_version=self.version,
+                        text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                    )
+                )
+        return rollouts
+
+    def load_weights(self, buffer: np.ndarray, manifest: tuple, version: int) -> None:
+        """The worker's embedding/vision/aligner copy from ``buffer``, the LM into vLLM."""
+        front = tuple(e for e in manifest if e[0] in self.frontend)
+        load_into(self.frontend, buffer, front)
+        views = unflatten_views(buffer, manifest)
+        named = {to_llama_name(n): t for n, t in views.items() if to_llama_name(n)}
+        if not named:
+            raise ManifestError(
+                "the published weights hold no language-model tensors "
+                f"({LM_PREFIX}*, {LM_HEAD}*); the vLLM backend needs them"
+            )
+        self._push(named)
+        self.llm.llm_engine.set_weight_version(str(version))
+        self.version = version
+
+    def engine_weight_version(self) -> str:
+        """The weight version vLLM's engine records (set on every load)."""
+        return self.llm.llm_engine.get_weight_version()
