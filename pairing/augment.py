@@ -317,9 +317,14 @@ async def _run_items(
             outcomes.append(rec)
             bar.update(1, rec["status"] != "ok")
 
+    workers = [asyncio.create_task(worker()) for _ in range(cfg.max_concurrency)]
     try:
-        workers = [asyncio.create_task(worker()) for _ in range(cfg.max_concurrency)]
         await asyncio.gather(*workers)
+    except BaseException:  # AugmentError (bad URL/key/model) or Ctrl-C: stop every worker
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
     finally:
         await client.aclose()
     return outcomes, client.usage
