@@ -17,6 +17,7 @@ from PIL import Image
 from actors.types import Rollout, RolloutRequest
 from learner.advantages import ADV_ESTIMATORS, best_worst_pairs, combine_rewards, lookup
 from models.prompts import format_choices
+from pairing.datasets import parse_choices
 
 TASK_IDS = {"und": 0, "gen": 1}
 
@@ -59,7 +60,7 @@ def build_requests(
                     request_id=rid,
                     task="und",
                     seed=_seed(seed, step, rid),
-                    prompt=p.question + format_choices(p.choices),
+                    prompt=question_with_choices(p.question, p.choices),
                     image=decode_image_bytes(
                         load_image(p.und_image), f"pair {p.pair_id} und_image"
                     ),
@@ -81,6 +82,14 @@ def build_requests(
                 )
             )
     return und, gen
+
+
+def question_with_choices(question: str, choices) -> str:
+    """The question as the model sees it: the options appended (with the answer-format
+    instruction) unless the question already lists them, as dataset questions do."""
+    if not choices or parse_choices(question):
+        return question
+    return question + format_choices(choices)
 
 
 def _seed(seed: int, step: int, request_id: int) -> int:

@@ -50,7 +50,8 @@ class UndItem:
     image: bytes = field(repr=False)
     question: str
     choices: tuple[str, ...]
-    """Multiple-choice options parsed from the question ('A. cat' lines); empty otherwise."""
+    """Multiple-choice option texts in letter order, parsed from the question's 'A. cat' lines
+    (the question keeps them, as the data wrote it); empty otherwise."""
     answer: str
     """Reference answer as given (the letter for multiple choice)."""
     category: str
@@ -137,13 +138,13 @@ _CHOICE = re.compile(r"^\s*\(?([A-J])\s*[\.\):：]\s*(.+?)\s*$")
 
 
 def parse_choices(question: str) -> tuple[str, ...]:
-    """Options written one per line as 'A. text', '(B) text' or 'C: text', starting at A with
-    consecutive letters; fewer than two such lines means not multiple choice."""
+    """Option texts of lines written 'A. text', '(B) text' or 'C: text', starting at A with
+    consecutive letters ("A. red" gives "red"); fewer than two such lines: not multiple choice."""
     found: list[str] = []
     for line in question.splitlines():
         m = _CHOICE.match(line)
         if m and ord(m.group(1)) - ord("A") == len(found):
-            found.append(f"{m.group(1)}. {m.group(2)}")
+            found.append(m.group(2))
     return tuple(found) if len(found) >= 2 else ()
 
 

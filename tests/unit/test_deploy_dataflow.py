@@ -154,3 +154,15 @@ def test_unreachable_reward_endpoint_gives_nan_and_stops_the_step():
         RuntimeError, match=rf"step 5: 100% of rewards failed.*accuracy at http://127.0.0.1:{port}"
     ):
         check_failures(rewards, 0.5, clients, step=5)
+
+
+def test_options_are_listed_once():
+    from deploy.dataflow import question_with_choices
+
+    # an augmented / synthetic question has plain option texts: they are appended
+    q = question_with_choices("What colour?", ("red", "blue"))
+    assert q == "What colour?\nA. red\nB. blue\nAnswer with the option's letter."
+    # a dataset question already lists them (the reader parsed its choices from it)
+    listed = "Which colour is shown?\nA. red\nB. green"
+    assert question_with_choices(listed, ("red", "green")) == listed
+    assert question_with_choices("What is 2+2?", ()) == "What is 2+2?"

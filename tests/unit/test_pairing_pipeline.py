@@ -74,7 +74,7 @@ def test_run_pair_end_to_end(data, capsys):
     assert len({p.gen_image for p in retrieved}) == len(retrieved)  # n = 1
     for p in retrieved:
         assert p.similarity >= 0.5 and p.weight == pytest.approx(np.sqrt(p.similarity))
-        assert p.choices == ("A. red", "B. green") and p.prompt.startswith("a picture number")
+        assert p.choices == ("red", "green") and p.prompt.startswith("a picture number")
     assert rep["issues_total"] == 3 and len((out / "issues.jsonl").read_text().splitlines()) == 3
     assert (out / "similarity_hist.png").stat().st_size > 1000
     assert json.loads((out / "report.json").read_text())["pairs"] == rep["pairs"]
