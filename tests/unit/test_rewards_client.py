@@ -114,7 +114,8 @@ def test_persistent_5xx_gives_nan_never_zero(server):
 
 @pytest.mark.parametrize("server", [[(422, 0)]], indirect=True)
 def test_4xx_is_never_retried(server):
-    client = RewardClient("accuracy", _cfg(), url=server.url)
+    # one chunk at a time, so the scripted 422 meets chunk [0, 1] whatever the scheduling
+    client = RewardClient("accuracy", _cfg(client_max_concurrency=1), url=server.url)
     got = client.score(ITEMS)  # chunks [0, 1] -> 422, [2] -> 200
     assert math.isnan(got[0]) and math.isnan(got[1]) and got[2] == 3.0
     assert server.calls == 2 and client.retries == 0
