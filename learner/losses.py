@@ -310,8 +310,47 @@ def simpo_loss(
     return loss, metrics
 
 
+# --- supervised fine-tuning (`pairuni sft`) -----------------------------------------------------
+
+
+def nll_loss(
+    logprobs: Tensor,
+    mask: Tensor,
+    *,
+    agg: str = "task-token-mean",
+    task_ids: Tensor | None = None,
+    normaliser: Normaliser = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Negative log-likelihood of target tokens (supervised fine-tuning, the warm start):
+    loss_it = -log pi(y_it | context), aggregated over the masked tokens by ``agg`` exactly as
+    ``policy_loss`` aggregates (so ``task-token-mean`` weighs a 576-token image and a 2-token
+    answer as two tasks, and ``normaliser`` makes micro-batches add up to the full batch).
+
+    logprobs, mask: [N, T]; task_ids: [N]. Off-mask positions may hold anything.
+    Metrics: nll (mean per masked token of this batch), tokens.
+    """
+    agg_fn = lookup(AGG_MODES, agg, "loss aggregation mode")
+    if logprobs.dim() != 2 or tuple(mask.shape) != tuple(logprobs.shape):
+        raise ValueError(
+            f"logprobs and mask must both be [N, T], got {list(logprobs.shape)} and "
+            f"{list(mask.shape)}"
+        )
+    dtype = torch.promote_types(logprobs.dtype, torch.float32)
+    on = mask.bool()  # [N, T]
+    m = on.to(dtype)
+    zero = torch.zeros(logprobs.shape, dtype=dtype, device=logprobs.device)
+    loss_tok = torch.where(on, -logprobs.to(dtype), zero)  # [N, T]
+    loss = agg_fn(loss_tok, m, task_ids, normaliser)
+    with torch.no_grad():
+        n_tok = m.sum()
+        metrics = {"nll": float(loss_tok.sum() / n_tok.clamp(min=1)), "tokens": float(n_tok)}
+    return loss, metrics
+
+
 POLICY_LOSSES: dict[str, Callable[..., tuple[Tensor, dict[str, float]]]] = {
     "clip": policy_loss,
     "simpo": simpo_loss,
+    "nll": nll_loss,
 }
-"""Per-algorithm objectives: "clip" (GRPO / DAPO / Pair-GRPO) or "simpo" (DSR online SimPO)."""
+"""Objectives by name: "clip" (GRPO / DAPO / Pair-GRPO), "simpo" (DSR online SimPO), "nll"
+(supervised fine-tuning, `pairuni sft`)."""
