@@ -113,7 +113,65 @@ class TrainSection:
             )
 
 
-REWARD_TERMS = {"und": ("accuracy", "dual"), "gen": ("hps", "dual")}
+@dataclass(frozen=True)
+class SftSection:
+    """Supervised fine-tuning on PairUG (deploy/sft.py, `pairuni sft`)."""
+
+    manifest: str = ""
+    """PairUG manifest (parquet) whose pairs are the SFT examples."""
+    steps: int = 200
+    """Optimiser steps."""
+    pairs_per_step: int = 16
+    """Pairs per step; each gives one understanding and one generation example."""
+    lr: float = 1e-3
+    """Learning rate of SFT (RL keeps learner.lr)."""
+
+    def validate(self) -> None:
+        check(self.steps >= 1, "sft.steps", self.steps, "must be >= 1", "use e.g. 200")
+        check(
+            self.pairs_per_step >= 1,
+            "sft.pairs_per_step",
+            self.pairs_per_step,
+            "must be >= 1",
+            "use e.g. 16",
+        )
+        check(self.lr > 0, "sft.lr", self.lr, "must be > 0", "use 1e-3 for the tiny model")
+
+
+@dataclass(frozen=True)
+class QuickstartSection:
+    """The toy-world quickstart (deploy/quickstart.py, `pairuni quickstart`)."""
+
+    tiny_hidden: int = 128
+    """Hidden size of the tiny Janus built for the toy world."""
+    tiny_layers: int = 2
+    """Language-model layers of the tiny Janus."""
+    und_train: int = 600
+    """Understanding items written to the toy world's training parquet."""
+    gen_train: int = 240
+    """Generation items written to the toy world's training shard."""
+    num_clusters: int = 64
+    """K of `pairuni pair` on the toy world (aligned pairs)."""
+    threshold: float = 0.9
+    """δ of `pairuni pair` on the toy world (retrieved pairs)."""
+    eval_image_samples: int = 4
+    """Images sampled per held-out prompt to measure the generation reward."""
+
+    def validate(self) -> None:
+        check(
+            self.tiny_hidden >= 64 and self.tiny_hidden % 64 == 0,
+            "quickstart.tiny_hidden",
+            self.tiny_hidden,
+            "must be a multiple of 64 (head_dim 64)",
+            "use 128",
+        )
+        check(self.tiny_layers >= 1, "quickstart.tiny_layers", self.tiny_layers, ">= 1", "use 2")
+        for key in ("und_train", "gen_train", "num_clusters", "eval_image_samples"):
+            v = getattr(self, key)
+            check(v >= 1, f"quickstart.{key}", v, "must be >= 1", "use the default")
+
+
+REWARD_TERMS = {"und": ("accuracy", "dual"), "gen": ("hps", "dual", "toy_judge")}
 
 
 @dataclass(frozen=True)
@@ -136,6 +194,10 @@ class RunConfig:
     """Advantages, losses, optimiser, DeepSpeed (learner/)."""
     train: TrainSection = field(default_factory=TrainSection)
     """The training loop (deploy/train.py)."""
+    sft: SftSection = field(default_factory=SftSection)
+    """Supervised fine-tuning (deploy/sft.py)."""
+    quickstart: QuickstartSection = field(default_factory=QuickstartSection)
+    """The toy-world quickstart (deploy/quickstart.py)."""
 
     def validate(self) -> None:
         for task, key in (("und", "train.und_rewards"), ("gen", "train.gen_rewards")):
