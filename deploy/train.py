@@ -58,7 +58,12 @@ def _dual_item(r: Rollout) -> dict:
     return {"task": "generation", "image": r.image, "text": r.request.prompt}  # R_G
 
 
-REWARD_ITEMS = {"accuracy": _accuracy_item, "hps": _hps_item, "dual": _dual_item}
+REWARD_ITEMS = {
+    "accuracy": _accuracy_item,
+    "hps": _hps_item,
+    "dual": _dual_item,
+    "toy_judge": _hps_item,  # the toy world's judge takes the same (image, prompt) item
+}
 """Reward term -> how a rollout is sent to its endpoint (the endpoint has the term's name)."""
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from models.config import DTYPES, check
 
-ENDPOINTS = ("accuracy", "hps", "dual")
+ENDPOINTS = ("accuracy", "hps", "dual", "toy_judge")
 HPS_ARCHS = ("ViT-H-14", "tiny")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CLIENT_MODES = ("handle", "http")
@@ -22,7 +22,7 @@ class RewardsConfig:
     """Reward endpoints (accuracy, HPSv2, DSR dual likelihood) and the driver's client."""
 
     endpoints: tuple[str, ...] = ("accuracy", "hps")
-    """Endpoints to serve, from accuracy | hps | dual."""
+    """Endpoints to serve, from accuracy | hps | dual | toy_judge (the toy world's judge)."""
     host: str = "127.0.0.1"
     """Address the Serve HTTP proxy binds to (127.0.0.1: this machine only)."""
     port: int = 8000
@@ -88,6 +88,19 @@ class RewardsConfig:
     """DSR: CPUs reserved per replica."""
     dual_num_gpus: float = 0.0
     """DSR: GPU fraction per replica."""
+
+    toy_judge_max_batch_size: int = 64
+    """Toy judge (toy world only): most images scored in one dynamic batch."""
+    toy_judge_batch_wait_s: float = 0.005
+    """Toy judge: longest wait for a dynamic batch to fill, in seconds."""
+    toy_judge_num_replicas: int = 1
+    """Toy judge: replicas when not autoscaling (min == max)."""
+    toy_judge_min_replicas: int = 1
+    """Toy judge: autoscaling lower bound (autoscaling is on when min < max)."""
+    toy_judge_max_replicas: int = 1
+    """Toy judge: autoscaling upper bound."""
+    toy_judge_num_cpus: float = 0.25
+    """Toy judge: CPUs reserved per replica."""
 
     target_ongoing_requests: float = 2.0
     """Autoscaling target: requests in flight per replica."""
@@ -168,7 +181,7 @@ class RewardsConfig:
             "a published checkpoint needs hps_arch=ViT-H-14",
             "set rewards.hps_arch=ViT-H-14",
         )
-        for e in ("accuracy", "hps", "dual"):
+        for e in ENDPOINTS:
             lo, hi = (
                 self.endpoint_setting(e, "min_replicas"),
                 self.endpoint_setting(e, "max_replicas"),

@@ -252,7 +252,42 @@ class DualDeployment(_Endpoint):
         return {"version": self.scorer.version}
 
 
-DEPLOYMENTS = {"accuracy": AccuracyDeployment, "hps": HpsDeployment, "dual": DualDeployment}
+toy_judge_api = FastAPI(title="pairuni toy-world judge")
+
+
+@serve.deployment(name="toy_judge")
+@serve.ingress(toy_judge_api)
+class ToyJudgeDeployment(_Endpoint):
+    """The toy world's rule-based generation reward (``rewards/toy.py``); items as hps's."""
+
+    endpoint = "toy_judge"
+
+    async def score(self, payload: Any) -> dict:
+        items = parse_request("hps", payload, self.lim)  # the same item: image + prompt
+        rewards = await asyncio.gather(*[self._batched(item) for item in items])
+        return {"endpoint": self.endpoint, "rewards": [float(r) for r in rewards]}
+
+    def _score_items(self, items: list) -> list[float]:
+        from rewards.toy import toy_judge_reward
+
+        out = [toy_judge_reward(it.image, it.prompt) for it in items]
+        return [float("nan") if r is None else r for r in out]  # outside the toy grammar
+
+    @toy_judge_api.post("/score")
+    async def http_score(self, request: Request) -> JSONResponse:
+        return await self._http_score(request)
+
+    @toy_judge_api.get("/healthz")
+    async def http_healthz(self) -> dict:
+        return self.healthz()
+
+
+DEPLOYMENTS = {
+    "accuracy": AccuracyDeployment,
+    "hps": HpsDeployment,
+    "dual": DualDeployment,
+    "toy_judge": ToyJudgeDeployment,
+}
 """Endpoint name -> its Serve deployment."""
 
 
@@ -294,6 +329,11 @@ def accuracy_app(args: dict | None = None):
 def hps_app(args: dict | None = None):
     """``serve run`` builder: ``import_path: rewards.serve:hps_app``."""
     return build_app("hps", args)
+
+
+def toy_judge_app(args: dict | None = None):
+    """``serve run`` builder: ``import_path: rewards.serve:toy_judge_app``."""
+    return build_app("toy_judge", args)
 
 
 def dual_app(args: dict | None = None):
