@@ -188,8 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _package_commands():
     """Sub-commands other packages register (each a function taking the sub-parsers)."""
+    from deploy.quickstart import add_quickstart_command
+    from deploy.sft import add_sft_command
     from pairing.augment_cli import add_augment_command, add_serve_augment_command
     from pairing.cli import add_pair_command
+    from pairing.toyworld import add_toyworld_command
     from rewards.cli import add_serve_rewards_command
 
     def add_serve(sub) -> None:
@@ -198,7 +201,14 @@ def _package_commands():
         add_serve_rewards_command(serve_sub)
         add_serve_augment_command(serve_sub)
 
-    return [add_pair_command, add_augment_command, add_serve]
+    return [
+        add_pair_command,
+        add_augment_command,
+        add_serve,
+        add_toyworld_command,
+        add_sft_command,
+        add_quickstart_command,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
