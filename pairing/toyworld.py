@@ -426,3 +426,16 @@ def complete_aligned(manifest: str, world_dir: str | Path, out: str, seed: int =
         pairs.append(p)
     write_manifest(pairs, out)
     return filled
+
+
+def add_toyworld_command(subparsers) -> None:
+    """Register `toyworld` on the `pairuni` sub-parsers."""
+    p = subparsers.add_parser("toyworld", help="write the toy world (U parquet, G tar, held-out)")
+    p.add_argument("--out", required=True, help="directory to write the files into")
+    p.add_argument("--seed", type=int, default=0, help="world seed (same seed, same bytes)")
+
+    def run(args) -> None:
+        info = write_world(args.out, args.seed)
+        print(json.dumps(info, indent=2))
+
+    p.set_defaults(func=run)

@@ -1,0 +1,58 @@
+"""The toy judge: hand-derived agreement terms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rewards.toy import cell_labels, judge_terms, parse_prompt, toy_judge_reward
+
+RGB = {"red": (255, 0, 0), "blue": (0, 0, 255), "white": (255, 255, 255), "grey": (128, 128, 128)}
+PROMPT = "a red square in the top left on a white background"
+
+
+def grid(cells: dict, bg="white") -> np.ndarray:
+    img = np.empty((4, 4, 3), np.uint8)
+    img[:] = RGB[bg]
+    for (r, c), name in cells.items():
+        img[r, c] = RGB[name]
+    return img.repeat(16, 0).repeat(16, 1)
+
+
+SQUARE = {(0, 0): "red", (0, 1): "red", (1, 0): "red", (1, 1): "red"}
+
+
+def test_perfect_image_scores_one():
+    assert judge_terms(grid(SQUARE), PROMPT) == {
+        "background": 1.0,
+        "colour": 1.0,
+        "shape": 1.0,
+        "position": 1.0,
+    }
+    assert toy_judge_reward(grid(SQUARE), PROMPT) == 1.0
+
+
+def test_wrong_colour():
+    # 4 blue cells, 12 white: background 12 / (16 - 4) = 1; no red cell -> colour 0 / 4,
+    # shape Jaccard 0, position 0 -> mean 0.25
+    img = grid({k: "blue" for k in SQUARE})
+    assert toy_judge_reward(img, PROMPT) == 0.25
+
+
+def test_extra_cell():
+    # + a red cell at (3, 3): red = 5 cells, not-background 5 -> colour 1; background 11/12;
+    # best square Jaccard 4/5; centroid row (0+0+1+1+3)/5 + 0.5 = 1.5, col 1.5 -> top left
+    img = grid({**SQUARE, (3, 3): "red"})
+    t = judge_terms(img, PROMPT)
+    assert t == pytest.approx({"background": 11 / 12, "colour": 1.0, "shape": 0.8, "position": 1.0})
+    assert toy_judge_reward(img, PROMPT) == pytest.approx((11 / 12 + 1 + 0.8 + 1) / 4)
+
+
+def test_grey_is_other_and_bad_input():
+    assert cell_labels(grid({}, bg="grey"))[0, 0] == "other"
+    # all grey: 0 background cells / 12, nothing red -> 0
+    assert toy_judge_reward(grid({}, bg="grey"), PROMPT) == 0.0
+    assert parse_prompt("a purple square in the top left on a white background") is None
+    assert toy_judge_reward(grid(SQUARE), "a photo of a cat") is None
+    with pytest.raises(ValueError, match="divisible"):
+        cell_labels(np.zeros((10, 10, 3), np.uint8))
