@@ -31,14 +31,10 @@ test: lint
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; fi; \
 	exit $$rc
 
-# The main job. Until the toy-world quickstart lands: a tiny random Janus, written as a
-# checkpoint, generates an image from a prompt and answers a question about it.
+# The main job: toy world -> pairuni pair -> SFT warm start -> Pair-GRPO on a local Ray
+# cluster, with held-out accuracy / toy-judge reward before and after RL (runs/quickstart/).
 quickstart: install
-	$(BIN)/pairuni model tiny --out runs/quickstart/model
-	$(BIN)/pairuni model info --model runs/quickstart/model
-	$(BIN)/pairuni model sample --model runs/quickstart/model --prompt "a red circle on a white background" \
-		--question "What colour is the shape?" --out runs/quickstart/sample
-	@echo "look at runs/quickstart/sample/image.png and runs/quickstart/sample/answer.json"
+	$(BIN)/pairuni quickstart --config deploy/configs/quickstart.yaml
 
 clean:
 	rm -rf runs .cache .pytest_cache .ruff_cache
