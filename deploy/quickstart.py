@@ -237,80 +237,120 @@ def plot_quickstart(metrics_path: Path, summary: dict, out: Path) -> Path:
 # ----------------------------------------------------------------------------- the run
 
 
-def run_quickstart(cfg: RunConfig, *, ray_temp_dir: str | None = None) -> dict:
-    """Every step of the module docstring; returns (and writes) ``summary.json``."""
-    import ray
+@dataclasses.dataclass
+class WarmStart:
+    """What the RL stage starts from: the pairs, the SFT model, held-out items and scores."""
 
+    world: dict
+    manifest: str
+    base_model: Path
+    sft_model: Path
+    und: list
+    prompts: list[str]
+    untrained: dict
+    before: dict
+    pairing: dict
+
+
+def _lap(times: dict, name: str, since: float) -> float:
+    now = time.perf_counter()
+    times[name] = round(now - since, 1)
+    print(f"[quickstart] {name}: {times[name]} s", flush=True)
+    return now
+
+
+def warm_start(cfg: RunConfig, times: dict) -> WarmStart:
+    """Toy world -> `pairuni pair` + augmentation -> base model -> SFT -> held-out eval."""
     from deploy.sft import run_sft
-    from deploy.train import Trainer
-    from models.unified import load_unified_model
     from pairing.toyworld import WorldSize, write_world
 
-    t0 = time.perf_counter()
-    times: dict[str, float] = {}
-    run_dir = Path(cfg.run.dir)
+    run_dir, q = Path(cfg.run.dir), cfg.quickstart
     run_dir.mkdir(parents=True, exist_ok=True)
-    q = cfg.quickstart
-
-    def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
-        times[name] = round(now - since, 1)
-        print(f"[quickstart] {name}: {times[name]} s", flush=True)
-        return now
-
     t = time.perf_counter()
-    world = write_world(
-        run_dir / "world", cfg.run.seed, WorldSize(und_train=q.und_train, gen_train=q.gen_train)
-    )
-    t = lap("toy_world", t)
+    size = WorldSize(und_train=q.und_train, gen_train=q.gen_train)
+    world = write_world(run_dir / "world", cfg.run.seed, size)
+    t = _lap(times, "toy_world", t)
     manifest, pairing_info = build_pairs(cfg, world, run_dir)
-    t = lap("pairing", t)
+    t = _lap(times, "pairing", t)
     base = build_base_model(cfg, run_dir / "base_model")
     sft_cfg = _replace(cfg, model={"path": str(base)}, sft={"manifest": manifest})
     sft_model = run_sft(sft_cfg, run_dir / "sft" / "model")
-    t = lap("sft", t)
-
+    t = _lap(times, "sft", t)
     und, prompts = load_heldout(world)
-    n_img, cfg_w, seed = q.eval_image_samples, cfg.model.cfg_weight, cfg.run.seed + 1
+    ws = WarmStart(world, manifest, base, sft_model, und, prompts, {}, {}, pairing_info)
+    ws.untrained = evaluate_dir(cfg, ws, base)
+    ws.before = evaluate_dir(cfg, ws, sft_model)
+    _lap(times, "eval_before", t)
+    return ws
 
-    def eval_dir(path) -> dict:
-        m = load_unified_model(path)
-        return evaluate(m, und, prompts, n_img, cfg_w, seed)
 
-    base_eval = eval_dir(base)
-    before = eval_dir(sft_model)
-    t = lap("eval_before", t)
+def evaluate_dir(cfg: RunConfig, ws: WarmStart, path) -> dict:
+    """``evaluate`` on the model directory ``path`` with the run's held-out settings."""
+    from models.unified import load_unified_model
 
-    rl_cfg = _replace(cfg, model={"path": str(sft_model)}, train={"manifest": manifest})
+    m = load_unified_model(path)
+    n, w = cfg.quickstart.eval_image_samples, cfg.model.cfg_weight
+    return evaluate(m, ws.und, ws.prompts, n, w, cfg.run.seed + 1)
+
+
+def init_ray(temp_dir: str | None = None) -> None:
+    """A local Ray cluster (4 logical CPUs on a laptop) unless one is up already."""
+    import ray
+
     if not ray.is_initialized():
         ray.init(
             num_cpus=4,
             include_dashboard=False,
             logging_level="WARNING",
-            _temp_dir=ray_temp_dir or tempfile.mkdtemp(prefix="ray_qs_", dir="/tmp"),
+            _temp_dir=temp_dir or tempfile.mkdtemp(prefix="ray_qs_", dir="/tmp"),
             runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1"}},
         )
+
+
+def reinforce(cfg: RunConfig, ws: WarmStart, manifest: str | None = None) -> Path:
+    """Pair-GRPO (``cfg.learner.algorithm``) from the SFT model on a local Ray cluster;
+    returns the final policy as a model directory in the run directory."""
+    from deploy.train import Trainer
+
+    init_ray()
+    rl_cfg = _replace(
+        cfg, model={"path": str(ws.sft_model)}, train={"manifest": manifest or ws.manifest}
+    )
     trainer = Trainer(rl_cfg)
     try:
         trainer.fit()
-        final = trainer.learners.export(str(run_dir / "final_model"))
+        return Path(trainer.learners.export(str(Path(cfg.run.dir) / "final_model")))
     finally:
         trainer.close()
-    t = lap("rl", t)
-    after = eval_dir(final)
-    t = lap("eval_after", t)
 
+
+def run_quickstart(cfg: RunConfig) -> dict:
+    """Every step of the module docstring; returns (and writes) ``summary.json``."""
+    t0 = time.perf_counter()
+    times: dict[str, float] = {}
+    run_dir, q = Path(cfg.run.dir), cfg.quickstart
+    ws = warm_start(cfg, times)
+    t = time.perf_counter()
+    final = reinforce(cfg, ws)
+    t = _lap(times, "rl", t)
+    after = evaluate_dir(cfg, ws, final)
+    _lap(times, "eval_after", t)
+    before = ws.before
     summary = {
         "und_accuracy_start": before["und_accuracy"],
         "und_accuracy_end": after["und_accuracy"],
         "gen_reward_start": before["gen_reward"],
         "gen_reward_end": after["gen_reward"],
-        "und_accuracy_untrained": base_eval["und_accuracy"],
-        "gen_reward_untrained": base_eval["gen_reward"],
+        "und_accuracy_untrained": ws.untrained["und_accuracy"],
+        "gen_reward_untrained": ws.untrained["gen_reward"],
         "und_accuracy_by_category_start": before["und_accuracy_by_category"],
         "und_accuracy_by_category_end": after["und_accuracy_by_category"],
-        "heldout": {"und_items": len(und), "gen_prompts": len(prompts), "images_per_prompt": n_img},
-        "pairing": pairing_info,
+        "heldout": {
+            "und_items": len(ws.und),
+            "gen_prompts": len(ws.prompts),
+            "images_per_prompt": q.eval_image_samples,
+        },
+        "pairing": ws.pairing,
         "rl_steps": cfg.train.steps,
         "sft_steps": cfg.sft.steps,
         "algorithm": cfg.learner.algorithm,
@@ -318,8 +358,9 @@ def run_quickstart(cfg: RunConfig, *, ray_temp_dir: str | None = None) -> dict:
         "wall_s": round(time.perf_counter() - t0, 1),
         "load_average": list(os.getloadavg()),
     }
+    n = q.eval_image_samples
     image_grid(
-        before["images"], after["images"], prompts, n_img, run_dir / "samples_before_after.png"
+        before["images"], after["images"], ws.prompts, n, run_dir / "samples_before_after.png"
     )
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_quickstart(run_dir / "metrics.jsonl", summary, run_dir / "quickstart_curves.png")

@@ -199,7 +199,7 @@ class WorldSize:
     """How many items each file holds."""
 
     und_train: int = 600
-    und_eval: int = 96
+    und_eval: int = 200
     gen_train: int = 240
     gen_eval: int = 32
     eval_fraction: float = 0.25
