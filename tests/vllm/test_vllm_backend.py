@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -139,6 +140,24 @@ def test_uniform_head_gives_minus_log_vocab(pair):
     for ro in worker.generate(requests(2, n=2, seed0=5)):
         np.testing.assert_allclose(ro.logprobs, -math.log(V), atol=1e-5)
         assert len(ro.token_ids) == MODEL.max_new_tokens or ro.token_ids[-1] == 1
+
+
+def test_top_p_returns_the_truncated_distributions_logprobs(pair):
+    """With top-p, vLLM samples from p renormalised over the kept nucleus S, so its
+    log-prob is log p(x) - log p(S) >= log p(x), with equality only where S is everything."""
+    worker, ref = pair
+    backend = worker.backend
+    full = backend.cfg
+    backend.cfg = replace(full, text_top_p=0.3)
+    try:
+        rollouts = worker.generate(requests(3, n=2, seed0=40))
+    finally:
+        backend.cfg = full
+    gap = np.concatenate(
+        [ro.logprobs - tf for ro, tf in zip(rollouts, teacher_forced(ref, rollouts))]
+    )
+    assert gap.min() > -1e-4  # never below the full policy's log-prob
+    assert gap.mean() > 0.1  # a nucleus of 30% of the mass: log(1/p(S)) is about 1.2
 
 
 def unpack(wref):

@@ -1,0 +1,111 @@
+"""Text rollout speed: the vLLM backend against the HF backend, in one run, same requests.
+
+    .venv-vllm/bin/python -m bench.text_rollout                 # CPU, tiny model, 32 x n=4
+    .venv-vllm/bin/python -m bench.text_rollout --batch 8 --n 2 --max-new-tokens 32
+
+Runs under the vLLM lane's interpreter (both backends import there). For the tiny random
+Janus (head_dim 64) it times one call of ``generate`` on ``--batch`` understanding requests
+with ``--n`` samples each, after one warm-up call, for: ``hf`` (``HFTextBackend``,
+models/'s KV-cached loop), ``vllm`` (``VLLMTextBackend``, compiled) and ``vllm-eager``
+(``enforce_eager``). It prints output tokens/s of each, the ratios to ``hf``, the engine
+start time, and the share of a vLLM call spent computing prompt embeddings in the worker
+(vision tower + aligner + token embeddings) — the cost of the prompt_embeds design over an
+out-of-tree Janus model in vLLM, which would run the same vision tower inside the engine.
+
+GPU: the 1B-shaped comparison needs a GPU machine with vLLM installed; the GPU machines
+here have none, so the line reports it as pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def requests(batch: int, n: int, seed: int = 0):
+    from actors.types import RolloutRequest
+
+    rng = np.random.default_rng(seed)
+    questions = ["What colour is the shape?", "How many objects are there?", "Describe it."]
+    return [
+        RolloutRequest(
+            request_id=i,
+            pair_id=i,
+            task="und",
+            prompt=questions[i % len(questions)],
+            n=n,
+            seed=seed * 100_003 + i,
+            image=rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+        )
+        for i in range(batch)
+    ]
+
+
+def time_backend(name: str, backend, reqs, warm) -> dict:
+    """Tokens/s of one timed ``generate`` after one warm-up call."""
+    backend.generate(warm)
+    t0 = time.perf_counter()
+    out = backend.generate(reqs)
+    dt = time.perf_counter() - t0
+    tokens = sum(len(ro.token_ids) for ro in out)
+    return {"backend": name, "seconds": dt, "tokens": tokens, "tokens_per_s": tokens / dt}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=32, help="requests per call")
+    p.add_argument("--n", type=int, default=4, help="samples per request")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--backends", default="hf,vllm,vllm-eager")
+    p.add_argument("--out", default="", help="also write the results as JSON here")
+    args = p.parse_args()
+
+    import torch
+
+    from actors.backends.vllm_backend import VLLMTextBackend, prompt_embeds
+    from actors.config import RolloutConfig
+    from actors.text_rollout import HFTextBackend
+    from models.config import ModelConfig
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model_cfg = ModelConfig(max_new_tokens=args.max_new_tokens)
+    reqs, warm = requests(args.batch, args.n, 1), requests(2, args.n, 2)
+    rows = []
+    for name in args.backends.split(","):
+        t0 = time.perf_counter()
+        if name == "hf":
+            backend = HFTextBackend(model_cfg, RolloutConfig())
+        elif name in ("vllm", "vllm-eager"):
+            cfg = RolloutConfig(text_backend="vllm", text_vllm_eager=name == "vllm-eager")
+            backend = VLLMTextBackend(model_cfg, cfg)
+        else:
+            raise SystemExit(f"--backends: {name!r} is not one of hf, vllm, vllm-eager")
+        start = time.perf_counter() - t0
+        row = {**time_backend(name, backend, reqs, warm), "start_s": start}
+        if name != "hf":
+            t0 = time.perf_counter()
+            prompt_embeds(backend.policy, reqs)
+            row["embed_share"] = (time.perf_counter() - t0) / row["seconds"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        del backend
+    base = next((r["tokens_per_s"] for r in rows if r["backend"] == "hf"), None)
+    parts = [f"batch {args.batch} x n={args.n}, max_new_tokens {args.max_new_tokens}:"]
+    for r in rows:
+        ratio = f" ({r['tokens_per_s'] / base:.2f}x hf)" if base and r["backend"] != "hf" else ""
+        extra = f", embeds {100 * r['embed_share']:.1f}% of the call" if "embed_share" in r else ""
+        parts.append(
+            f"{r['backend']} {r['tokens_per_s']:.0f} tok/s{ratio}, start {r['start_s']:.1f} s{extra}"
+        )
+    gpu = "gpu 1B-shaped: pending (no GPU machine with vLLM installed)"
+    print("; ".join(parts) + "; " + gpu)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"rows": rows, "args": vars(args), "gpu": gpu}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
