@@ -63,14 +63,16 @@ def main() -> None:
     p.add_argument("--out", default="", help="also write the results as JSON here")
     args = p.parse_args()
 
-    import torch
-
-    from actors.backends.vllm_backend import VLLMTextBackend, prompt_embeds
+    from actors.backends.vllm_backend import (
+        VLLMTextBackend,
+        janus_processor_without_torchvision,
+        prompt_embeds,
+    )
     from actors.config import RolloutConfig
     from actors.text_rollout import HFTextBackend
     from models.config import ModelConfig
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    janus_processor_without_torchvision()  # the HF backend builds the processor here too
     model_cfg = ModelConfig(max_new_tokens=args.max_new_tokens)
     reqs, warm = requests(args.batch, args.n, 1), requests(2, args.n, 2)
     rows = []

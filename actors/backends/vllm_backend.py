@@ -52,6 +52,9 @@ SUPPORTED_VLLM = ("0.32", "0.34")
 WEIGHT_ENGINE = "pairuni_flat_buffer"
 """Name of ``FlatBufferWeightEngine`` in vLLM's ``WeightTransferEngineFactory``."""
 
+MAX_BATCHED_TOKENS = 8192
+"""Token budget of one engine step (at least the model's context length)."""
+
 LM_PREFIX, LM_HEAD = "model.language_model.", "lm_head."
 """HF Janus names of the language model and its output head."""
 
@@ -209,7 +212,7 @@ def _weight_engine_cls():
 _ENGINE_CLS = None
 
 
-def _janus_image_processor_without_torchvision() -> None:
+def janus_processor_without_torchvision() -> None:
     """Let ``models.tiny`` build its processor where torchvision cannot be imported.
 
     The vLLM environment has no torchvision (its PyPI wheels are CUDA builds that fail
@@ -241,7 +244,7 @@ class VLLMTextBackend:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in this process
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.text_vllm_kv_cache_gib))
         self.vllm_version = check_vllm_version()
-        _janus_image_processor_without_torchvision()
+        janus_processor_without_torchvision()
         from vllm import LLM
         from vllm.config import WeightTransferConfig
 
@@ -255,6 +258,7 @@ class VLLMTextBackend:
         _weight_engine_cls()
         self._dir = tempfile.TemporaryDirectory(prefix="pairuni_vllm_")
         cfg_json = llama_config(policy.hf.config.text_config, model_cfg.dtype)
+        max_len = cfg_json["max_position_embeddings"]
         Path(self._dir.name, "config.json").write_text(json.dumps(cfg_json, indent=1))
         self.llm = LLM(
             model=self._dir.name,
@@ -266,6 +270,10 @@ class VLLMTextBackend:
             weight_transfer_config=WeightTransferConfig(backend=WEIGHT_ENGINE),
             enforce_eager=cfg.text_vllm_eager,
             seed=model_cfg.seed,
+            # Whole prompts per step: vLLM 0.32 on CPU crashes on a seeded request whose
+            # prompt is split across steps (``CPU Generator does not use offset``).
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(MAX_BATCHED_TOKENS, max_len),
         )
         # The engine's dummy weights are replaced by the policy's own before anything samples.
         trainable = policy.trainable_parameters()
