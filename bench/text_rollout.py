@@ -4,13 +4,16 @@
     .venv-vllm/bin/python -m bench.text_rollout --batch 8 --n 2 --max-new-tokens 32
 
 Runs under the vLLM lane's interpreter (both backends import there). For the tiny random
-Janus (head_dim 64) it times one call of ``generate`` on ``--batch`` understanding requests
-with ``--n`` samples each, after one warm-up call, for: ``hf`` (``HFTextBackend``,
-models/'s KV-cached loop), ``vllm`` (``VLLMTextBackend``, compiled) and ``vllm-eager``
-(``enforce_eager``). It prints output tokens/s of each, the ratios to ``hf``, the engine
-start time, and the share of a vLLM call spent computing prompt embeddings in the worker
-(vision tower + aligner + token embeddings) — the cost of the prompt_embeds design over an
-out-of-tree Janus model in vLLM, which would run the same vision tower inside the engine.
+Janus (head_dim 64) it times ``generate`` on ``--batch`` understanding requests with
+``--n`` samples each (after one warm-up call; best of ``--repeats``) for: ``hf``
+(``HFTextBackend``, models/'s KV-cached loop), ``vllm`` (``VLLMTextBackend``, compiled)
+and ``vllm-eager`` (``enforce_eager``). It prints output tokens per wall second and per
+CPU-second of the process (the engine core runs in-process, so its threads count; CPU
+time depends far less on the neighbours of a shared machine than wall time), the ratios
+to ``hf``, the engine start time, and the share of a vLLM call spent computing prompt
+embeddings in the worker (vision tower + aligner + token embeddings): the cost of the
+prompt_embeds design over an out-of-tree Janus model in vLLM, which would run the same
+vision tower inside the engine instead.
 
 GPU: the 1B-shaped comparison needs a GPU machine with vLLM installed; the GPU machines
 here have none, so the line reports it as pending.
@@ -44,14 +47,29 @@ def requests(batch: int, n: int, seed: int = 0):
     ]
 
 
-def time_backend(name: str, backend, reqs, warm) -> dict:
-    """Tokens/s of one timed ``generate`` after one warm-up call."""
+def time_backend(name: str, backend, reqs, warm, repeats: int) -> dict:
+    """Tokens/s of the fastest of ``repeats`` timed ``generate`` calls, after a warm-up.
+
+    The fastest, because the machine is shared: the others measure the neighbours too.
+    """
     backend.generate(warm)
-    t0 = time.perf_counter()
-    out = backend.generate(reqs)
-    dt = time.perf_counter() - t0
+    times, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = backend.generate(reqs)
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    dt = min(times)
     tokens = sum(len(ro.token_ids) for ro in out)
-    return {"backend": name, "seconds": dt, "tokens": tokens, "tokens_per_s": tokens / dt}
+    return {
+        "backend": name,
+        "seconds": dt,
+        "seconds_all": times,
+        "cpu_seconds": min(cpu),
+        "tokens": tokens,
+        "tokens_per_s": tokens / dt,
+        "tokens_per_cpu_s": tokens / min(cpu),
+    }
 
 
 def main() -> None:
@@ -60,8 +78,17 @@ def main() -> None:
     p.add_argument("--n", type=int, default=4, help="samples per request")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--backends", default="hf,vllm,vllm-eager")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per backend (best kept)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads of each (0: all cores)")
     p.add_argument("--out", default="", help="also write the results as JSON here")
     args = p.parse_args()
+    if args.threads:
+        import os
+
+        import torch
+
+        torch.set_num_threads(args.threads)  # the HF backend and the worker's embeddings
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{args.threads - 1}"  # vLLM's own
 
     from actors.backends.vllm_backend import (
         VLLMTextBackend,
@@ -86,7 +113,7 @@ def main() -> None:
         else:
             raise SystemExit(f"--backends: {name!r} is not one of hf, vllm, vllm-eager")
         start = time.perf_counter() - t0
-        row = {**time_backend(name, backend, reqs, warm), "start_s": start}
+        row = {**time_backend(name, backend, reqs, warm, args.repeats), "start_s": start}
         if name != "hf":
             t0 = time.perf_counter()
             prompt_embeds(backend.policy, reqs)
@@ -94,16 +121,23 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
         del backend
-    base = next((r["tokens_per_s"] for r in rows if r["backend"] == "hf"), None)
-    parts = [f"batch {args.batch} x n={args.n}, max_new_tokens {args.max_new_tokens}:"]
+    base = next((r for r in rows if r["backend"] == "hf"), None)
+    head = f"batch {args.batch} x n={args.n}, max_new_tokens {args.max_new_tokens}: "
+    parts = []
     for r in rows:
-        ratio = f" ({r['tokens_per_s'] / base:.2f}x hf)" if base and r["backend"] != "hf" else ""
+        ratio = ""
+        if base and r["backend"] != "hf":
+            ratio = (
+                f" ({r['tokens_per_s'] / base['tokens_per_s']:.2f}x hf; per CPU-second "
+                f"{r['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:.2f}x)"
+            )
         extra = f", embeds {100 * r['embed_share']:.1f}% of the call" if "embed_share" in r else ""
         parts.append(
-            f"{r['backend']} {r['tokens_per_s']:.0f} tok/s{ratio}, start {r['start_s']:.1f} s{extra}"
+            f"{r['backend']} {r['tokens_per_s']:.0f} tok/s, {r['tokens_per_cpu_s']:.0f} "
+            f"tok/CPU-s{ratio}, start {r['start_s']:.1f} s{extra}"
         )
     gpu = "gpu 1B-shaped: pending (no GPU machine with vLLM installed)"
-    print("; ".join(parts) + "; " + gpu)
+    print(head + "; ".join(parts) + "; " + gpu)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"rows": rows, "args": vars(args), "gpu": gpu}, f, indent=1)
