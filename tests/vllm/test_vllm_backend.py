@@ -178,6 +178,28 @@ def test_top_p_returns_the_truncated_distributions_logprobs(pair):
     assert gap.mean() > 0.1  # a nucleus of 30% of the mass: log(1/p(S)) is about 1.2
 
 
+def test_a_local_checkpoint_serves_the_same_policy(tmp_path):
+    """model.path (how real runs load Janus-Pro): the worker loads the checkpoint with its
+    processor (PIL backend here: this environment has no torchvision) and vLLM serves its LM."""
+    from actors.text_rollout import make_text_backend
+    from models.unified import load_unified_model, tiny_unified_model
+
+    tiny_unified_model(3).save(tmp_path / "ckpt")
+    cfg = replace(MODEL, path=str(tmp_path / "ckpt"), max_new_tokens=6)
+    backend = make_text_backend("vllm", cfg, ROLLOUT)
+    ref = load_unified_model(tmp_path / "ckpt")
+    rollouts = backend.generate(requests(2, n=2, seed0=60))
+    rs = [ro.request for ro in rollouts]
+    with torch.no_grad():
+        lp = ref.text_logprobs(
+            [r.image for r in rs],
+            [r.prompt for r in rs],
+            [ro.token_ids.tolist() for ro in rollouts],
+        )
+    for ro, tf in zip(rollouts, lp.rows()):
+        np.testing.assert_allclose(ro.logprobs, tf.numpy(), atol=1e-3, rtol=0)
+
+
 def unpack(wref):
     return wref.ref, wref.manifest, wref.version
 
