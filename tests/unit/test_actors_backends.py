@@ -108,12 +108,3 @@ def test_vllm_backend_in_an_env_without_vllm_says_how_to_fix():
         make_text_backend("vllm", ModelConfig(), RolloutConfig(text_backend="vllm"))
     assert sys.executable in str(e.value) and "rollout.text_python" in str(e.value)
     assert getattr(sys.modules.get("vllm"), "__version__", None) is None
-
-
-def test_text_python_becomes_the_actors_py_executable(tmp_path):
-    from actors.group import WorkerGroup
-
-    cfg = RolloutConfig(text_workers=0, text_python=sys.executable)
-    cfg.validate()
-    group = WorkerGroup.text(ModelConfig(), cfg)  # in-process: the interpreter is this one
-    assert group.local and group.num_workers == 0
