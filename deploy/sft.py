@@ -107,7 +107,7 @@ def sft_step(learner, data: SftData, und_idx, gen_idx, agg: str) -> dict[str, fl
 def run_sft(cfg: RunConfig, out: str | Path | None = None) -> Path:
     """Fine-tune ``cfg.model`` on ``cfg.sft.manifest``; returns the exported model directory."""
     from deploy.metrics import MetricsWriter, plot_curves
-    from learner.learner import Learner
+    from learner.learner import Learner, release_distributed
 
     s = cfg.sft
     if not s.manifest:
@@ -138,7 +138,7 @@ def run_sft(cfg: RunConfig, out: str | Path | None = None) -> Path:
     )
     path = Path(out) if out else run_dir / "model"
     learner.export(str(path))
-    _release_process_group()
+    release_distributed()  # the in-process learner's world-size-1 group: free it for what follows
     return path
 
 
@@ -158,14 +158,6 @@ class _Stream:
             out.append(int(self.order[self.pos]))
             self.pos += 1
         return np.asarray(out)
-
-
-def _release_process_group() -> None:
-    """The in-process learner made a world-size-1 process group; free it for what follows."""
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def add_sft_command(subparsers) -> None:

@@ -131,6 +131,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def release_distributed() -> None:
+    """Free this process's process group, in DeepSpeed's bookkeeping too, so that a later
+    in-process learner can make a new one (torch's destroy alone leaves DeepSpeed holding
+    the old group: "Group ... is not registered")."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        import deepspeed.comm
+
+        deepspeed.comm.destroy_process_group()
+
+
 def init_distributed(
     backend: str, rank: int, world_size: int, master_addr: str, master_port: int
 ) -> None:
