@@ -55,7 +55,7 @@ def test_deployment_options_follow_config():
     }
     assert "num_replicas" not in auto and auto["ray_actor_options"]["num_gpus"] == 0.5
     assert deployment_options(RewardsConfig(), "accuracy")["ray_actor_options"]["num_gpus"] == 0.0
-    with pytest.raises(ValueError, match=r"valid: \['accuracy', 'dual', 'hps'\]"):
+    with pytest.raises(ValueError, match=r"valid: \['accuracy', 'dual', 'hps', 'toy_judge'\]"):
         build_app("clip", {})
     with pytest.raises(ConfigError, match="rewards.hps_arch"):
         build_app("hps", {"hps_arch": "ViT-Q"})
