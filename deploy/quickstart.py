@@ -41,8 +41,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"
 def load_heldout(world: dict) -> tuple[list, list]:
     """Held-out understanding (image, prompt, answer, category) and generation prompts, read
     with the real readers from the toy world's eval files."""
-    from deploy.dataflow import decode_image_bytes
-    from models.prompts import format_choices
+    from deploy.dataflow import decode_image_bytes, question_with_choices
     from pairing.config import GenerationSource, UnderstandingSource
     from pairing.datasets import read_generation, read_understanding
 
@@ -51,7 +50,7 @@ def load_heldout(world: dict) -> tuple[list, list]:
     und = [
         (
             decode_image_bytes(it.image, it.image_ref),
-            it.question + format_choices(it.choices),  # as deploy.dataflow.build_requests
+            question_with_choices(it.question, it.choices),  # as deploy.dataflow.build_requests
             it.answer,
             it.category,
         )

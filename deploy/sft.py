@@ -37,8 +37,7 @@ class SftData:
     """The manifest's usable halves, with images decoded once and VQ codes cached."""
 
     def __init__(self, manifest: str, model):
-        from deploy.dataflow import decode_image_bytes
-        from models.prompts import format_choices
+        from deploy.dataflow import decode_image_bytes, question_with_choices
         from pairing.datasets import load_image_ref
         from pairing.manifest import read_manifest
 
@@ -47,7 +46,7 @@ class SftData:
         for p in read_manifest(manifest):
             if p.question and p.answer is not None and p.und_image:
                 img = decode_image_bytes(load_image_ref(p.und_image), f"pair {p.pair_id} und_image")
-                prompt = p.question + format_choices(p.choices)
+                prompt = question_with_choices(p.question, p.choices)  # as RL prompts it
                 self.und.append((img, prompt, _answer_ids(model.tokenizer, p.answer)))
             if p.prompt and p.gen_image:
                 gen_images.append(
