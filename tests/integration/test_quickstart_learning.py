@@ -50,7 +50,11 @@ def summary(ray_local, tmp_path_factory):
         assert (run_dir / name).is_file()
     assert (run_dir / "final_model" / "config.json").is_file()
     assert any((run_dir / "checkpoints").iterdir())
-    return s
+    yield s
+    # the quickstart's Serve instance holds its own port: later modules start Serve anew
+    from ray import serve
+
+    serve.shutdown()
 
 
 @pytest.mark.slow
