@@ -209,6 +209,19 @@ def first_messages(tpl: Template, item: AugItem, variant: str, max_side: int) ->
     ]
 
 
+def _record_base(item, tpl, variant: str, cfg) -> dict:
+    """The fields every cache/report record of an item carries, whatever its outcome."""
+    return {
+        "key": cache_key(item.item_id, tpl.id, cfg.model),
+        "item_id": item.item_id,
+        "side": item.side,
+        "image_ref": item.image_ref,
+        "template": tpl.id,
+        "model": cfg.model,
+        "variant": variant,
+    }
+
+
 async def augment_item(
     client: ChatClient, tpl: Template, item: AugItem, variant: str, cfg: AugmentConfig
 ) -> dict:
@@ -218,13 +231,7 @@ async def augment_item(
     messages = first_messages(tpl, item, variant, cfg.max_image_side)
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     rec = {
-        "key": cache_key(item.item_id, tpl.id, cfg.model),
-        "item_id": item.item_id,
-        "side": item.side,
-        "image_ref": item.image_ref,
-        "template": tpl.id,
-        "model": cfg.model,
-        "variant": variant,
+        **_record_base(item, tpl, variant, cfg),
         "usage": usage,
     }
     for round_ in range(cfg.repair_rounds + 1):
@@ -288,13 +295,7 @@ async def _run_items(
                 cache.put(rec)  # final: completed, or rejected by validation
             except (TransientError, RequestRejected) as e:
                 rec = {
-                    "key": cache_key(item.item_id, tpl.id, cfg.model),
-                    "item_id": item.item_id,
-                    "side": item.side,
-                    "image_ref": item.image_ref,
-                    "template": tpl.id,
-                    "model": cfg.model,
-                    "variant": variant,
+                    **_record_base(item, tpl, variant, cfg),
                     "status": "rejected",
                     "stage": "transport" if isinstance(e, TransientError) else "http",
                     "reason": str(e),
