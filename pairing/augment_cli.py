@@ -12,7 +12,6 @@ group::
 from __future__ import annotations
 
 import argparse
-import time
 
 from pairing.config import AugmentServerConfig
 
@@ -42,8 +41,8 @@ def add_augment_command(subparsers) -> argparse.ArgumentParser:
 def serve_augment(args: argparse.Namespace) -> None:
     """Start Ray (or join ``--address``), run the endpoint, block until Ctrl-C."""
     import ray
-    from ray import serve
 
+    from deploy.services import hold_until_interrupted
     from pairing.serve_augment import run_augment_server
 
     cfg = AugmentServerConfig(
@@ -59,8 +58,8 @@ def serve_augment(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens,
     )
     cfg.validate()
-    ray.init(address=args.address, logging_level="WARNING")
-    try:
+
+    def start() -> None:
         run_augment_server(cfg)
         name = cfg.served_name or cfg.model_path.rstrip("/").split("/")[-1]
         print(
@@ -69,17 +68,9 @@ def serve_augment(args: argparse.Namespace) -> None:
             f"pairing.augment.model={name}",
             flush=True,
         )
-        if args.detach:
-            return
-        print("serving; Ctrl-C stops", flush=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if not args.detach:
-            serve.shutdown()
-            ray.shutdown()
+
+    ray.init(address=args.address, logging_level="WARNING")
+    hold_until_interrupted(start, args.detach)
 
 
 def add_serve_augment_command(subparsers) -> argparse.ArgumentParser:

@@ -13,7 +13,6 @@ then one Serve application per endpoint in ``rewards.endpoints`` at ``/<endpoint
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from rewards.config import RewardsConfig
@@ -51,13 +50,13 @@ def load_rewards_config(
 def serve_rewards(args: argparse.Namespace) -> None:
     """Start Ray (or join ``--address``), run the endpoints, block until Ctrl-C."""
     import ray
-    from ray import serve
 
+    from deploy.services import hold_until_interrupted
     from rewards.serve import run_endpoints
 
     cfg = load_rewards_config(args.config, args.overrides)
-    ray.init(address=args.address, logging_level="WARNING")
-    try:
+
+    def start() -> None:
         run_endpoints(cfg)
         for e in cfg.endpoints:
             print(
@@ -65,17 +64,9 @@ def serve_rewards(args: argparse.Namespace) -> None:
                 f"(GET /{e}/healthz{', /dual/version' if e == 'dual' else ''})",
                 flush=True,
             )
-        if args.detach:
-            return
-        print("serving; Ctrl-C stops", flush=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if not args.detach:
-            serve.shutdown()
-            ray.shutdown()
+
+    ray.init(address=args.address, logging_level="WARNING")
+    hold_until_interrupted(start, args.detach)
 
 
 def add_serve_rewards_command(subparsers) -> argparse.ArgumentParser:
