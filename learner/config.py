@@ -69,6 +69,11 @@ class LearnerConfig:
     loss_agg: str = "task-token-mean"
     """Token aggregation: token-mean (DAPO) | seq-mean-token-mean (GRPO) | task-token-mean."""
 
+    ppo_epochs: int = 1
+    """Optimiser steps per rollout batch (verl ``ppo_epochs``, OpenRLHF ``max_epochs``). Epochs
+    after the first reuse the batch: the ratio to the sampling policy moves off 1 and the clip
+    range bounds it (PairUni and DSR: 1, strictly on-policy)."""
+
     # --- online SimPO (DSR section 3.3, eq. 5) ---
     simpo_beta: float = 2.0
     """SimPO beta, scale of the length-normalised log-likelihood reward (DSR 2.0)."""
@@ -192,6 +197,13 @@ class LearnerConfig:
             "use 0.5 (DSR)",
         )
         check(self.lr > 0, "learner.lr", self.lr, "must be > 0", "use 1e-6 (PairUni)")
+        check(
+            isinstance(self.ppo_epochs, int) and self.ppo_epochs >= 1,
+            "learner.ppo_epochs",
+            self.ppo_epochs,
+            "must be an integer >= 1",
+            "use 1 (on-policy, the papers' setting)",
+        )
         self._validate_engine()
 
     def _validate_engine(self) -> None:

@@ -19,7 +19,7 @@ from actors.types import WeightsRef
 from learner.batches import batch_normaliser, check_batch, shard_batch
 from learner.config import LearnerConfig
 from learner.learner import Learner
-from learner.metrics import reduce_metrics
+from learner.metrics import epoch_metrics, reduce_metrics
 from learner.types import TrainBatch
 from models.config import ModelConfig
 
@@ -126,15 +126,21 @@ class LearnerGroup:
         return results
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
-        """One optimiser step on ``batch`` across the group; metrics reduced over ranks."""
+        """``learner.ppo_epochs`` optimiser steps on ``batch`` across the group; metrics
+        reduced over ranks (``learner.metrics.epoch_metrics``)."""
         if self._local is not None:
             metrics = self._local.update(batch)
         else:
+            import ray
+
             check_batch(batch, self._simpo)  # here, not in one rank that would leave others waiting
             normaliser = batch_normaliser(batch, self.cfg)
-            shards = shard_batch(batch, self.num_learners, self._simpo)
-            refs = [a.update_shard.remote(s, normaliser) for a, s in zip(self._actors, shards)]
-            metrics = reduce_metrics(self._gather(refs))
+            shards = [ray.put(s) for s in shard_batch(batch, self.num_learners, self._simpo)]
+            epochs = []
+            for _ in range(self.cfg.ppo_epochs):
+                refs = [a.update_shard.remote(s, normaliser) for a, s in zip(self._actors, shards)]
+                epochs.append(reduce_metrics(self._gather(refs)))
+            metrics = epoch_metrics(epochs)
         self._version = int(metrics["version"])
         return metrics
 

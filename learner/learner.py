@@ -47,7 +47,7 @@ from learner.batches import (
 from learner.config import OPTIMIZERS as OPTIMIZER_NAMES
 from learner.config import LearnerConfig
 from learner.losses import Normaliser, policy_loss, simpo_loss
-from learner.metrics import Stats, reduce_metrics
+from learner.metrics import Stats, epoch_metrics, reduce_metrics
 from learner.types import TrainBatch
 from models.config import ModelConfig
 from models.text_tokens import Padded
@@ -290,9 +290,15 @@ class Learner:
 
     # ---- the update -----------------------------------------------------------------------
     def update(self, batch: TrainBatch) -> dict[str, float]:
-        """One optimiser step on ``batch`` (this learner is the whole group)."""
+        """``learner.ppo_epochs`` optimiser steps on ``batch`` (this learner is the whole group)."""
         check_batch(batch, self.cfg.policy_loss == "simpo")
-        return reduce_metrics([self.update_shard(batch, batch_normaliser(batch, self.cfg))])
+        normaliser = batch_normaliser(batch, self.cfg)
+        return epoch_metrics(
+            [
+                reduce_metrics([self.update_shard(batch, normaliser)])
+                for _ in range(self.cfg.ppo_epochs)
+            ]
+        )
 
     def update_shard(self, batch: TrainBatch, normaliser: Normaliser) -> dict[str, float]:
         """One optimiser step on this rank's shard of a batch; ``normaliser`` is the FULL

@@ -80,3 +80,14 @@ def reduce_metrics(raws: list[dict[str, float]]) -> dict[str, float]:
         if s(f"tokens_{t}") > 0:
             out[f"logprob_diff/{t}"] = s(f"logprob_absdiff_{t}") / s(f"tokens_{t}")
     return out
+
+
+def epoch_metrics(epochs: list[dict[str, float]]) -> dict[str, float]:
+    """One batch's metrics from its PPO epochs' (``learner.ppo_epochs``): the last epoch's
+    (its loss, clip_fraction, ratio_*, approx_kl say how far reusing the batch went), except
+    ``logprob_diff*`` (sampler vs learner), which only the first epoch measures: later ones
+    score the batch with weights that have already moved."""
+    out = dict(epochs[-1])
+    out.update({k: v for k, v in epochs[0].items() if k.startswith("logprob_diff")})
+    out["ppo_epochs"] = float(len(epochs))
+    return out

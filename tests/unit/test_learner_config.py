@@ -66,6 +66,7 @@ def test_algorithms_point_into_the_registries():
         ("simpo_beta", 0.0, "must be > 0"),
         ("simpo_gamma", -0.5, "must be >= 0"),
         ("lr", 0.0, "must be > 0"),
+        ("ppo_epochs", 0, "must be an integer >= 1"),
     ],
 )
 def test_validate_names_key_value_and_fix(field, value, fragment):

@@ -282,6 +282,26 @@ def test_gradient_checkpointing_gives_the_same_step(tiny, reference):
     assert not learner.model.hf.training  # back in eval mode after the update
 
 
+def test_ppo_epochs_reuse_the_batch_as_repeated_updates(tiny, reference):
+    # learner.ppo_epochs=2 is two optimiser steps on one batch, the old log-probs staying the
+    # sampler's: the same weights as calling update twice with the batch. Metrics: the
+    # sampler-vs-learner gap from the first epoch, everything else from the second (where the
+    # ratio has moved off 1).
+    model_cfg, rollouts = tiny
+    learner = Learner(model_cfg, LearnerConfig(lr=LR, micro_batch_tokens=10**6, ppo_epochs=2))
+    m = learner.update(TrainBatch(rollouts, ADV))
+    twice = Learner(model_cfg, LearnerConfig(lr=LR, micro_batch_tokens=10**6))
+    first = twice.update(TrainBatch(rollouts, ADV))
+    second = twice.update(TrainBatch(rollouts, ADV))
+    assert learner.version == 2 and m["version"] == 2.0 and m["ppo_epochs"] == 2.0
+    assert_same_adam_step(learner.state_dict(), twice.state_dict(), LR)
+    assert m["logprob_diff"] == pytest.approx(first["logprob_diff"], abs=1e-7)
+    assert m["logprob_diff"] < 1e-5 < second["logprob_diff"]
+    assert m["ratio_mean"] == pytest.approx(second["ratio_mean"], rel=1e-5)
+    assert m["loss"] == pytest.approx(second["loss"], abs=1e-6)
+    assert abs(m["ratio_mean"] - 1) > 1e-4 or m["clip_fraction"] > 0
+
+
 def assert_same_adam_step(got: dict, ref: dict, lr: float) -> None:
     """Parameters after one Adam step from the same start, with gradients equal up to
     summation order. Tolerance: the step is lr * g / (|g| + eps), so an entry whose gradient
