@@ -27,6 +27,9 @@ class RewardsConfig:
     """Address the Serve HTTP proxy binds to (127.0.0.1: this machine only)."""
     port: int = 8000
     """Port of the Serve HTTP proxy."""
+    access_log: bool = True
+    """Serve's access log (a line per request) in the replicas' logs; off in the quickstart.
+    With ``serve run deploy/serve_rewards.yaml`` it is each application's ``logging_config``."""
 
     accuracy_max_batch_size: int = 64
     """Accuracy: most items scored in one dynamic batch."""
