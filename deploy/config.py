@@ -156,6 +156,9 @@ class QuickstartSection:
     """δ of `pairuni pair` on the toy world (retrieved pairs)."""
     eval_image_samples: int = 4
     """Images sampled per held-out prompt to measure the generation reward."""
+    eval_answer_samples: int = 8
+    """Answers sampled per held-out question (at model.text_temperature, as RL samples) for
+    the sampled accuracy, reported beside the greedy one."""
 
     def validate(self) -> None:
         check(
@@ -166,7 +169,13 @@ class QuickstartSection:
             "use 128",
         )
         check(self.tiny_layers >= 1, "quickstart.tiny_layers", self.tiny_layers, ">= 1", "use 2")
-        for key in ("und_train", "gen_train", "num_clusters", "eval_image_samples"):
+        for key in (
+            "und_train",
+            "gen_train",
+            "num_clusters",
+            "eval_image_samples",
+            "eval_answer_samples",
+        ):
             v = getattr(self, key)
             check(v >= 1, f"quickstart.{key}", v, "must be >= 1", "use the default")
 

@@ -10,8 +10,10 @@
 5. Pair-GRPO on a local Ray cluster (``deploy/train.py``: text workers, image worker,
    accuracy + toy_judge Serve endpoints, DeepSpeed learner actor);
 6. held-out evaluation before (the SFT model) and after RL: understanding accuracy with
-   greedy answers (``UnifiedModel.sample_text(greedy=True)``) and the toy judge's mean
-   reward on images sampled (CFG, T = 1, fixed seed) for held-out prompts.
+   greedy answers (``UnifiedModel.sample_text(greedy=True)``) and with answers sampled as
+   RL samples them (``model.text_temperature``, ``quickstart.eval_answer_samples`` per
+   question), and the toy judge's mean reward on images sampled (CFG, T = 1, fixed seed)
+   for held-out prompts.
 
 The run directory (``run.root/run.name``, default ``runs/quickstart``) holds
 ``summary.json``, ``metrics.jsonl`` + ``tensorboard/``, ``curves.png`` and
@@ -59,33 +61,47 @@ def load_heldout(world: dict) -> tuple[list, list]:
     return und, [it.prompt for it in g.items]
 
 
-def evaluate(
-    model, und: list, prompts: list[str], n_images: int, cfg_weight: float, seed: int
-) -> dict:
-    """Held-out und accuracy (greedy) and mean toy-judge reward of sampled images."""
+def evaluate(model, und: list, prompts: list[str], settings: dict, seed: int) -> dict:
+    """Held-out und accuracy, greedy and sampled, and the mean toy-judge reward of sampled
+    images. ``settings``: n_images, n_answers, cfg_weight, text_temperature."""
     import torch
 
-    from rewards.accuracy import accuracy_reward
+    from rewards.accuracy import accuracy_reward, extract_choice
     from rewards.toy import toy_judge_reward
 
+    images_in, questions = [x[0] for x in und], [x[1] for x in und]
+    n_img, n_ans = settings["n_images"], settings["n_answers"]
     with torch.no_grad():
-        t = model.sample_text(
-            [x[0] for x in und], [x[1] for x in und], n=1, max_new_tokens=4, greedy=True
+        t = model.sample_text(images_in, questions, n=1, max_new_tokens=4, greedy=True)
+        ts = model.sample_text(
+            images_in,
+            questions,
+            n=n_ans,
+            max_new_tokens=4,
+            temperature=settings["text_temperature"],
+            seed=seed,
         )
-        s = model.sample_image_tokens(prompts, n=n_images, cfg_weight=cfg_weight, seed=seed)
+        s = model.sample_image_tokens(
+            prompts, n=n_img, cfg_weight=settings["cfg_weight"], seed=seed
+        )
         images = model.decode_images(s.tokens)  # [P * n, H, W, 3]
     correct = [accuracy_reward(txt, x[2], kind="choice") for txt, x in zip(t.texts, und)]
+    sampled = [
+        accuracy_reward(txt, und[i // n_ans][2], kind="choice") for i, txt in enumerate(ts.texts)
+    ]  # [Q * n_ans]
     per_cat: dict[str, list[float]] = {}
     for c, x in zip(correct, und):
         per_cat.setdefault(x[3], []).append(c)
     rewards = np.array(
-        [toy_judge_reward(img, prompts[i // n_images]) for i, img in enumerate(images)]
+        [toy_judge_reward(img, prompts[i // n_img]) for i, img in enumerate(images)]
     )  # [P * n]
     return {
         "und_accuracy": float(np.mean(correct)),
+        "und_accuracy_sampled": float(np.mean(sampled)),
+        "und_answered_sampled": float(np.mean([extract_choice(x) is not None for x in ts.texts])),
         "und_accuracy_by_category": {k: float(np.mean(v)) for k, v in sorted(per_cat.items())},
         "gen_reward": float(rewards.mean()),
-        "gen_reward_prompt_std": float(rewards.reshape(len(prompts), n_images).mean(1).std()),
+        "gen_reward_prompt_std": float(rewards.reshape(len(prompts), n_img).mean(1).std()),
         "images": images,
     }
 
@@ -288,8 +304,13 @@ def evaluate_dir(cfg: RunConfig, ws: WarmStart, path) -> dict:
     from models.unified import load_unified_model
 
     m = load_unified_model(path)
-    n, w = cfg.quickstart.eval_image_samples, cfg.model.cfg_weight
-    return evaluate(m, ws.und, ws.prompts, n, w, cfg.run.seed + 1)
+    settings = {
+        "n_images": cfg.quickstart.eval_image_samples,
+        "n_answers": cfg.quickstart.eval_answer_samples,
+        "cfg_weight": cfg.model.cfg_weight,
+        "text_temperature": cfg.model.text_temperature,
+    }
+    return evaluate(m, ws.und, ws.prompts, settings, cfg.run.seed + 1)
 
 
 def init_ray(temp_dir: str | None = None) -> None:
@@ -340,6 +361,10 @@ def run_quickstart(cfg: RunConfig) -> dict:
         "und_accuracy_end": after["und_accuracy"],
         "gen_reward_start": before["gen_reward"],
         "gen_reward_end": after["gen_reward"],
+        "und_accuracy_sampled_start": before["und_accuracy_sampled"],
+        "und_accuracy_sampled_end": after["und_accuracy_sampled"],
+        "und_answered_sampled_start": before["und_answered_sampled"],
+        "und_answered_sampled_end": after["und_answered_sampled"],
         "und_accuracy_untrained": ws.untrained["und_accuracy"],
         "gen_reward_untrained": ws.untrained["gen_reward"],
         "und_accuracy_by_category_start": before["und_accuracy_by_category"],
@@ -348,6 +373,7 @@ def run_quickstart(cfg: RunConfig) -> dict:
             "und_items": len(ws.und),
             "gen_prompts": len(ws.prompts),
             "images_per_prompt": q.eval_image_samples,
+            "answers_per_question": q.eval_answer_samples,
         },
         "pairing": ws.pairing,
         "rl_steps": cfg.train.steps,
@@ -382,6 +408,8 @@ def _print_where(summary: dict, run_dir: Path) -> None:
     print(
         f"\nheld-out understanding accuracy: {s['und_accuracy_start']:.3f} (SFT) -> "
         f"{s['und_accuracy_end']:.3f} (after RL); untrained {s['und_accuracy_untrained']:.3f}\n"
+        f"  sampled as RL samples:          {s['und_accuracy_sampled_start']:.3f} (SFT) -> "
+        f"{s['und_accuracy_sampled_end']:.3f} (after RL)\n"
         f"held-out toy-judge reward:       {s['gen_reward_start']:.3f} (SFT) -> "
         f"{s['gen_reward_end']:.3f} (after RL); untrained {s['gen_reward_untrained']:.3f}\n"
         f"wall time {s['wall_s']} s; load average {s['load_average'][0]:.1f}\n\nLook at:\n"

@@ -93,7 +93,7 @@ def sft_step(learner, data: SftData, und_idx, gen_idx, agg: str) -> dict[str, fl
         sel = tids == t
         if bool(sel.any()):
             tok = mask_all[sel]
-            metrics[f"sft/nll_{name}"] = float(-(lp_all[sel] * tok).sum() / tok.sum())
+            metrics[f"sft/nll_{name}"] = float(-(lp_all[sel].detach() * tok).sum() / tok.sum())
     engine.backward(loss)
     engine.step()
     model.hf.eval()

@@ -5,17 +5,17 @@ SFT, Pair-GRPO on the session's local Ray cluster) once, and checks its summary.
 are held out: understanding images and generation prompts that no training pair contains
 (``pairing/toyworld.py``).
 
-* toy-judge reward (32 held-out prompts x 4 images) must rise by >= GEN_MARGIN;
-* understanding accuracy (greedy, 200 held-out questions) rising by >= 0.15, the issue's
-  bar, is NOT met by this configuration: measured changes were -0.06..+0.02 over five
-  tuning runs (lr 2e-4..1e-3, 60-150 RL steps, SFT 80-150 steps). It stays here as a
-  strict xfail, so the day RL does lift it, this test says so.
+Measured with this config (seed 0, 2 cores, load ~1.3; the run is deterministic: two runs
+gave the same numbers to the last digit), SFT start -> after 120 Pair-GRPO steps:
 
-Since SFT, RL and evaluation prompt multiple-choice questions identically (before, SFT and
-evaluation listed the toy world's options twice while RL listed them once), this config's
-held-out toy-judge gain measured +0.006 (0.344 -> 0.350, seed 0) — no longer the +0.089 it
-showed with the mismatched prompts. The generation check is therefore a strict xfail too
-until the quickstart is retuned (issue 8 stays open).
+* toy-judge reward, 32 held-out prompts x 4 images: 0.149 -> 0.567 (+0.418);
+* understanding accuracy, 200 held-out questions, answers sampled as RL samples them
+  (T = 1, 8 per question): 0.229 -> 0.429 (+0.200). Part of it is answering at all: 73% of
+  the SFT model's sampled answers name an option, 99% after RL; among answered ones the
+  accuracy went 0.31 -> 0.43;
+* understanding accuracy with greedy answers: 0.375 -> 0.430 (+0.055). The issue's 0.15 is
+  NOT met greedily; that check stays a strict xfail, so the day RL does lift it, this test
+  says so.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ import pytest
 from deploy.config import RunConfig, load_config
 
 UND_MARGIN = 0.15
+"""The issue's bar for held-out understanding accuracy."""
 GEN_MARGIN = 0.06
-"""Measured by re-running `deploy/quickstart.py` and `python -m bench.ablation`: the
-held-out reward of ONE policy re-sampled with 8 seeds has std 0.018 (SFT model) and 0.010
-(after RL), so the start/end difference carries ~0.02 of sampling noise; 0.06 is three times
-that. The measured gain of this config was +0.089 (`make quickstart`, seed 0; +0.096 on the
-8-seed means); the per-seed gains of `bench.ablation` are in the report."""
+"""Sampling noise of the held-out measurements, measured by re-evaluating the SFT and the
+final model of a quickstart run with 6 evaluation seeds: toy-judge reward std 0.003 (SFT)
+and 0.008 (after RL), sampled accuracy std 0.009 and 0.002. A start/end difference thus
+carries ~0.01 of noise; 0.06 is six times that (the measured gain is +0.42)."""
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +58,23 @@ def summary(ray_local, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="with consistent prompts the gain is +0.006 (docstring)")
 def test_gen_reward_rises_on_heldout_prompts(summary):
     assert summary["heldout"]["gen_prompts"] >= 30
     assert summary["gen_reward_end"] - summary["gen_reward_start"] >= GEN_MARGIN, summary
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="RL does not lift held-out und accuracy here (docstring)")
-def test_und_accuracy_rises_on_heldout_questions(summary):
+def test_sampled_und_accuracy_rises_on_heldout_questions(summary):
     assert summary["heldout"]["und_items"] >= 100
+    gain = summary["und_accuracy_sampled_end"] - summary["und_accuracy_sampled_start"]
+    assert gain >= UND_MARGIN, summary
+    # not only format: after RL nearly every sampled answer names an option, and the
+    # greedy accuracy did not fall
+    assert summary["und_answered_sampled_end"] >= 0.95, summary
+    assert summary["und_accuracy_end"] >= summary["und_accuracy_start"], summary
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="greedy held-out accuracy rises +0.055 (docstring)")
+def test_greedy_und_accuracy_rises_on_heldout_questions(summary):
     assert summary["und_accuracy_end"] - summary["und_accuracy_start"] >= UND_MARGIN, summary
