@@ -353,9 +353,9 @@ def run_endpoints(cfg: RewardsConfig, endpoints: tuple[str, ...] | None = None) 
         raise ValueError(f"unknown reward endpoints {unknown}; valid: {list(ENDPOINTS)}")
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     # All applications deploy at once: replicas start (import torch, build models) in parallel.
-    logging = {"enable_access_log": cfg.access_log}
+    log_config = {"enable_access_log": cfg.access_log}
     targets = [
-        RunTarget(build_app(e, cfg), name=e, route_prefix=f"/{e}", logging_config=logging)
+        RunTarget(build_app(e, cfg), name=e, route_prefix=f"/{e}", logging_config=log_config)
         for e in names
     ]
     return dict(zip(names, run_many(targets)))
