@@ -61,16 +61,16 @@ def load_heldout(world: dict) -> tuple[list, list]:
     return und, [it.prompt for it in g.items]
 
 
-def evaluate(model, und: list, prompts: list[str], settings: dict, seed: int) -> dict:
+def evaluate(model, und: list, prompts: list[str], cfg: RunConfig, seed: int) -> dict:
     """Held-out und accuracy, greedy and sampled, and the mean toy-judge reward of sampled
-    images. ``settings``: n_images, n_answers, cfg_weight, text_temperature."""
+    images (``cfg.quickstart.eval_*_samples`` per item, ``cfg.model`` sampling settings)."""
     import torch
 
     from rewards.accuracy import accuracy_reward, extract_choice
     from rewards.toy import toy_judge_reward
 
     images_in, questions = [x[0] for x in und], [x[1] for x in und]
-    n_img, n_ans = settings["n_images"], settings["n_answers"]
+    n_img, n_ans = cfg.quickstart.eval_image_samples, cfg.quickstart.eval_answer_samples
     with torch.no_grad():
         t = model.sample_text(images_in, questions, n=1, max_new_tokens=4, greedy=True)
         ts = model.sample_text(
@@ -78,12 +78,10 @@ def evaluate(model, und: list, prompts: list[str], settings: dict, seed: int) ->
             questions,
             n=n_ans,
             max_new_tokens=4,
-            temperature=settings["text_temperature"],
+            temperature=cfg.model.text_temperature,
             seed=seed,
         )
-        s = model.sample_image_tokens(
-            prompts, n=n_img, cfg_weight=settings["cfg_weight"], seed=seed
-        )
+        s = model.sample_image_tokens(prompts, n=n_img, cfg_weight=cfg.model.cfg_weight, seed=seed)
         images = model.decode_images(s.tokens)  # [P * n, H, W, 3]
     correct = [accuracy_reward(txt, x[2], kind="choice") for txt, x in zip(t.texts, und)]
     sampled = [
@@ -303,14 +301,7 @@ def evaluate_dir(cfg: RunConfig, ws: WarmStart, path) -> dict:
     """``evaluate`` on the model directory ``path`` with the run's held-out settings."""
     from models.unified import load_unified_model
 
-    m = load_unified_model(path)
-    settings = {
-        "n_images": cfg.quickstart.eval_image_samples,
-        "n_answers": cfg.quickstart.eval_answer_samples,
-        "cfg_weight": cfg.model.cfg_weight,
-        "text_temperature": cfg.model.text_temperature,
-    }
-    return evaluate(m, ws.und, ws.prompts, settings, cfg.run.seed + 1)
+    return evaluate(load_unified_model(path), ws.und, ws.prompts, cfg, cfg.run.seed + 1)
 
 
 def init_ray(temp_dir: str | None = None) -> None:
