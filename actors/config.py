@@ -55,6 +55,15 @@ class RolloutConfig:
     # --- sampling ---
     group_size: int = 8
     """G, samples per prompt (PairUni 8 for 1B / 4 for 7B; DSR 8)."""
+    und_group_size: int = 0
+    """Samples per understanding request; 0 means ``group_size``. Text rollouts cost far less
+    than image rollouts, so a larger understanding group buys exploration cheaply."""
+    gen_group_size: int = 0
+    """Samples per generation request; 0 means ``group_size``."""
+
+    def group_sizes(self) -> tuple[int, int]:
+        """(understanding, generation) samples per request."""
+        return self.und_group_size or self.group_size, self.gen_group_size or self.group_size
 
     # --- faults ---
     max_restarts: int = 3
@@ -142,6 +151,15 @@ class RolloutConfig:
             "must be an integer >= 2 (group normalisation needs a sample std)",
             "use 8 (PairUni 1B) or 4 (PairUni 7B)",
         )
+        for task in ("und", "gen"):
+            n = getattr(self, f"{task}_group_size")
+            check(
+                isinstance(n, int) and (n == 0 or n >= 2),
+                f"rollout.{task}_group_size",
+                n,
+                "must be 0 (use rollout.group_size) or an integer >= 2",
+                "leave it at 0 unless the two tasks need different group sizes",
+            )
         check(
             isinstance(self.max_restarts, int) and self.max_restarts >= 0,
             "rollout.max_restarts",

@@ -39,20 +39,24 @@ def decode_image_bytes(data: bytes, where: str) -> np.ndarray:
 
 
 def build_requests(
-    pairs: Sequence, step: int, seed: int, group_size: int, load_image: Callable[[str], bytes]
+    pairs: Sequence,
+    step: int,
+    seed: int,
+    group_sizes: tuple[int, int],
+    load_image: Callable[[str], bytes],
 ) -> tuple[list, list]:
     """Understanding and generation requests for a batch of pairs (PairUni section 2.2).
 
     Every pair gives one understanding request (its image + question) and one generation
-    request (its prompt), each sampled ``group_size`` times; a half still marked
-    ``needs_augmentation`` gives no request. Request ids are unique within the step and
-    seeds derive from (seed, step, request id), so a re-dispatched request samples the same.
+    request (its prompt), sampled ``group_sizes`` = (understanding, generation) times; a half
+    still marked ``needs_augmentation`` gives no request. Request ids are unique within the
+    step and seeds derive from (seed, step, request id), so a re-dispatched request samples
+    the same.
     """
+    und_n, gen_n = group_sizes
     und, gen = [], []
     for i, p in enumerate(pairs):
-        common = dict(
-            pair_id=int(p.pair_id), n=group_size, pair_weight=float(p.weight), pair_kind=p.kind
-        )
+        common = dict(pair_id=int(p.pair_id), pair_weight=float(p.weight), pair_kind=p.kind)
         if p.question and p.answer is not None and p.und_image:
             rid = 2 * i
             und.append(
@@ -67,6 +71,7 @@ def build_requests(
                     answer=p.answer,
                     choices=tuple(p.choices) or None,
                     answer_kind=answer_kind(p),
+                    n=und_n,
                     **common,
                 )
             )
@@ -78,6 +83,7 @@ def build_requests(
                     task="gen",
                     seed=_seed(seed, step, rid),
                     prompt=p.prompt,
+                    n=gen_n,
                     **common,
                 )
             )

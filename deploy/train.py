@@ -156,7 +156,7 @@ class Trainer:
         from pairing.datasets import load_image_ref
 
         und_reqs, gen_reqs = build_requests(
-            batch.pairs, self.step_num, cfg.run.seed, cfg.rollout.group_size, load_image_ref
+            batch.pairs, self.step_num, cfg.run.seed, cfg.rollout.group_sizes(), load_image_ref
         )
         und_job, gen_job = self.text_pool.submit(und_reqs), self.image_pool.submit(gen_reqs)
         und, gen = gather(und_job, gen_job)

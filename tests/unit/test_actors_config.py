@@ -44,6 +44,8 @@ def test_defaults_validate_and_resources_per_role():
             "rollout.text_python='/nonexistent/bin/python': is not an executable",
         ),
         ("group_size", 1, "rollout.group_size=1: must be an integer >= 2"),
+        ("und_group_size", 1, "rollout.und_group_size=1: must be 0 \\(use rollout.group_size\\)"),
+        ("gen_group_size", -2, "rollout.gen_group_size=-2: must be 0"),
         ("max_restarts", -1, "rollout.max_restarts=-1"),
         ("request_timeout_s", 0, "rollout.request_timeout_s=0"),
     ],
@@ -52,6 +54,12 @@ def test_bad_values_name_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message) as e:
         replace(RolloutConfig(), **{key: value}).validate()
     assert e.value.key == f"rollout.{key}" and "Fix:" in str(e.value)
+
+
+def test_task_group_sizes_default_to_group_size():
+    assert RolloutConfig(group_size=4).group_sizes() == (4, 4)
+    assert RolloutConfig(group_size=4, und_group_size=16).group_sizes() == (16, 4)
+    assert RolloutConfig(group_size=4, gen_group_size=2).group_sizes() == (4, 2)
 
 
 def test_two_whole_gpus_are_allowed():

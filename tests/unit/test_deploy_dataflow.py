@@ -54,26 +54,33 @@ def test_requests_per_half_with_unique_ids_and_stable_seeds():
         _pair(12, question=None),
         _pair(13, prompt=None),
     ]
-    und, gen = build_requests(pairs, step=3, seed=0, group_size=4, load_image=IMAGES.__getitem__)
+    und, gen = build_requests(
+        pairs, step=3, seed=0, group_sizes=(4, 2), load_image=IMAGES.__getitem__
+    )
     assert [r.pair_id for r in und] == [10, 11, 13] and [r.pair_id for r in gen] == [10, 11, 12]
+    assert {r.n for r in und} == {4} and {r.n for r in gen} == {2}  # per-task group sizes
     ids = [r.request_id for r in und + gen]
     assert len(set(ids)) == len(ids)
     assert und[0].prompt.endswith("B. blue\nAnswer with the option's letter.")
     assert und[0].image.shape == (8, 8, 3) and tuple(und[0].image[0, 0]) == (255, 0, 0)
     assert und[1].pair_weight == pytest.approx(0.8) and und[1].pair_kind == "retrieved"
-    again, _ = build_requests(pairs, step=3, seed=0, group_size=4, load_image=IMAGES.__getitem__)
+    again, _ = build_requests(
+        pairs, step=3, seed=0, group_sizes=(4, 2), load_image=IMAGES.__getitem__
+    )
     assert [r.seed for r in again] == [r.seed for r in und]
-    later, _ = build_requests(pairs, step=4, seed=0, group_size=4, load_image=IMAGES.__getitem__)
+    later, _ = build_requests(
+        pairs, step=4, seed=0, group_sizes=(4, 2), load_image=IMAGES.__getitem__
+    )
     assert [r.seed for r in later] != [r.seed for r in und]
 
 
 def test_undecodable_image_names_the_pair():
     with pytest.raises(ValueError, match="pair 7 und_image"):
-        build_requests([_pair(7, image="img:bad")], 0, 0, 2, IMAGES.__getitem__)
+        build_requests([_pair(7, image="img:bad")], 0, 0, (2, 2), IMAGES.__getitem__)
 
 
 def _rollouts(pairs, rewards_und, rewards_gen, G=2):
-    und, gen = build_requests(pairs, 0, 0, G, IMAGES.__getitem__)
+    und, gen = build_requests(pairs, 0, 0, (G, G), IMAGES.__getitem__)
     out = []
     for reqs, rewards, term in ((und, rewards_und, "accuracy"), (gen, rewards_gen, "hps")):
         k = 0
