@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -107,12 +108,20 @@ def summarise(per_seed: dict[int, dict]) -> dict:
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Options and ``key=value`` overrides in any order: an override after ``--seeds 0 1``
+    is taken out first (``nargs="+"`` would read it as a seed)."""
     parser = argparse.ArgumentParser(prog="bench.ablation", description=__doc__)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
     base = load_config(RunConfig, args.config, args.overrides)
     root = Path(base.run.root) / "ablation"
     root.mkdir(parents=True, exist_ok=True)
