@@ -138,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     (root / "results.json").write_text(json.dumps(result, indent=2))
     heads = ("und gain, greedy", "und gain, sampled", "gen gain")
-    print(f"\n{'variant':<10}" + "".join(f"{h + ' (mean ± std)':>30}" for h in heads))
+    print(f"\n{'variant':<10}" + "".join(f"{h + ' (mean ± std)':>32}" for h in heads))
     for v, row in table.items():
         cells = [row[k] for k in ("und_gain", "und_sampled_gain", "gen_gain")]
-        print(f"{v:<10}" + "".join(f"{c['mean']:>+22.3f} ± {c['std']:.3f}" for c in cells))
+        print(f"{v:<10}" + "".join(f"{c['mean']:>+24.3f} ± {c['std']:.3f}" for c in cells))
     print(f"seeds {args.seeds}; {result['wall_s']} s; results: {root / 'results.json'}")
     return 0
 
