@@ -177,7 +177,8 @@ class Script:
         self.calls: dict[str, int] = {}
         self.auth: set[str | None] = set()
         self.repair_texts: dict[str, str] = {}
-        self.in_flight = self.max_in_flight = 0
+        self.in_flight = self.max_in_flight = 0  # requests the client still waits for
+        self.handler = threading.local()  # per request: ThreadingHTTPServer runs each on a thread
         self.default = "valid"
         self.healthy: set[str] = set()  # cases that answer validly from now on
         self.bodies: list[dict] = []
@@ -213,7 +214,12 @@ class Script:
         if case == "ratelimit" and n == 1:
             return 429, {"Retry-After": "0"}, {"error": {"message": "slow down"}}
         if case == "slow" and n == 1:
-            time.sleep(2.5)  # > timeout_s (1.0): the client gives up and retries
+            # > timeout_s (1.0): the client gives up and retries, so this request stops being
+            # one of its max_concurrency in flight (its retry is counted instead)
+            with self.lock:
+                self.in_flight -= 1
+                self.handler.abandoned = True
+            time.sleep(2.5)
         if case == "down":
             return 503, {}, {"error": {"message": "overloaded"}}
         if case == "badreq":
@@ -248,6 +254,7 @@ def _serve(script: Script):
                 self.send_error(404)
                 return
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            script.handler.abandoned = False  # a kept-alive connection reuses the thread
             with script.lock:
                 script.auth.add(self.headers.get("Authorization"))
                 script.in_flight += 1
@@ -265,7 +272,8 @@ def _serve(script: Script):
                 pass  # the client timed out and left
             finally:
                 with script.lock:
-                    script.in_flight -= 1
+                    if not getattr(script.handler, "abandoned", False):
+                        script.in_flight -= 1
 
     class Server(ThreadingHTTPServer):
         def handle_error(self, request, client_address):  # a killed client: not our test
