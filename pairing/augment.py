@@ -303,13 +303,8 @@ async def _run_items(
                 }
             except (OSError, ValueError) as e:  # the image cannot be encoded (PIL)
                 rec = {
-                    "key": "",
-                    "item_id": item.item_id,
-                    "side": item.side,
-                    "image_ref": item.image_ref,
-                    "template": tpl.id,
-                    "model": cfg.model,
-                    "variant": variant,
+                    **_record_base(item, tpl, variant, cfg),
+                    "key": "",  # not cached (no cache.put): the next run asks again
                     "status": "rejected",
                     "stage": "image",
                     "reason": f"{type(e).__name__}: {e}",
