@@ -61,15 +61,15 @@ class RolloutConfig:
     gen_group_size: int = 0
     """Samples per generation request; 0 means ``group_size``."""
 
-    def group_sizes(self) -> tuple[int, int]:
-        """(understanding, generation) samples per request."""
-        return self.und_group_size or self.group_size, self.gen_group_size or self.group_size
-
     # --- faults ---
     max_restarts: int = 3
     """Restarts allowed per worker slot before the run fails."""
     request_timeout_s: float = 600.0
     """A sampling call running longer than this is killed and re-dispatched to a restarted worker."""
+
+    def group_sizes(self) -> tuple[int, int]:
+        """(understanding, generation) samples per request."""
+        return self.und_group_size or self.group_size, self.gen_group_size or self.group_size
 
     def validate(self) -> None:
         from actors.text_rollout import TEXT_BACKENDS
