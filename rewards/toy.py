@@ -3,13 +3,24 @@
 Reward term and endpoint ``toy_judge``. It reads a decoded image as the toy world's 4 x 4
 grid of cells (each cell's mean colour -> the nearest palette colour, or ``other`` when none
 is within ``MAX_DIST``) and scores its agreement with a prompt of the toy grammar, "a red
-cross in the top left on a black background", as the mean of four terms in [0, 1]:
+cross in the top left on a black background", with four terms in [0, 1]:
 
 * background: cells of the background colour / cells the shape leaves free (capped at 1);
 * colour: cells of the prompt's colour / cells that are not background (0 if there are none);
 * shape: the best Jaccard overlap between the cells of the prompt's colour and a placement
   of the prompt's shape anywhere on the grid;
 * position: 1 if the centroid of the prompt-coloured cells lies in the prompt's quadrant.
+
+The reward is the **product** of the four terms. An image is right only when all four are,
+and the product gives nothing for an image that gets some attributes right and one wrong:
+a few cells of the right colour in the wrong corner score 0. (The first version took the
+mean of the terms, and RL found its cheapest partial credit: a couple of cells of the
+prompt's colour in the top-left corner on the right background earned ~0.55 whatever shape
+and position the prompt asked.) The product still grades a partly drawn shape in the right
+place (one cell of a five-cell cross in the asked quadrant: 1 x 1 x 1/5 x 1), so RL has a
+gradient before the first fully correct image. ``strict_success`` is the yes/no version:
+all four terms exactly 1 (the asked shape, in the asked colour, in the asked quadrant,
+nothing else on the asked background).
 
 A prompt outside the grammar is not scored (``None``, which the endpoint reports as a
 failed reward, never as a number). HPSv2 stays the real-world default; this judge says
@@ -92,7 +103,26 @@ def judge_terms(image: np.ndarray, prompt: str) -> dict[str, float] | None:
     return {"background": bg, "colour": colour, "shape": shape, "position": position}
 
 
-def toy_judge_reward(image: np.ndarray, prompt: str) -> float | None:
-    """Mean of the four terms in [0, 1]; None for a prompt outside the toy grammar."""
+def strict_success(terms: dict[str, float]) -> bool:
+    """All four terms exactly 1: the image is what the prompt asks, nothing more or less."""
+    return all(terms[t] == 1.0 for t in TERMS)
+
+
+def judge_details(image: np.ndarray, prompt: str) -> dict[str, float] | None:
+    """The four terms and ``strict`` (1.0 / 0.0), or None outside the toy grammar: what the
+    endpoint reports beside the reward, so the metrics show which attribute RL learns."""
     terms = judge_terms(image, prompt)
-    return None if terms is None else float(np.mean([terms[t] for t in TERMS]))
+    if terms is None:
+        return None
+    return {**terms, "strict": float(strict_success(terms))}
+
+
+def reward_of_terms(terms: dict[str, float]) -> float:
+    """The judge's reward: the product of the four terms (module docstring)."""
+    return float(np.prod([terms[t] for t in TERMS]))
+
+
+def toy_judge_reward(image: np.ndarray, prompt: str) -> float | None:
+    """Product of the four terms in [0, 1] (module docstring); None outside the toy grammar."""
+    terms = judge_terms(image, prompt)
+    return None if terms is None else reward_of_terms(terms)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rewards.toy import cell_labels, judge_terms, parse_prompt, toy_judge_reward
+from rewards.toy import (
+    cell_labels,
+    judge_details,
+    judge_terms,
+    parse_prompt,
+    strict_success,
+    toy_judge_reward,
+)
 
 RGB = {"red": (255, 0, 0), "blue": (0, 0, 255), "white": (255, 255, 255), "grey": (128, 128, 128)}
 PROMPT = "a red square in the top left on a white background"
@@ -30,13 +37,20 @@ def test_perfect_image_scores_one():
         "position": 1.0,
     }
     assert toy_judge_reward(grid(SQUARE), PROMPT) == 1.0
+    assert judge_details(grid(SQUARE), PROMPT)["strict"] == 1.0
 
 
 def test_wrong_colour():
     # 4 blue cells, 12 white: background 12 / (16 - 4) = 1; no red cell -> colour 0 / 4,
-    # shape Jaccard 0, position 0 -> mean 0.25
+    # shape Jaccard 0, position 0 -> product 0 (the mean of the terms would have paid 0.25)
     img = grid({k: "blue" for k in SQUARE})
-    assert toy_judge_reward(img, PROMPT) == 0.25
+    assert judge_terms(img, PROMPT) == {
+        "background": 1.0,
+        "colour": 0.0,
+        "shape": 0.0,
+        "position": 0.0,
+    }
+    assert toy_judge_reward(img, PROMPT) == 0.0
 
 
 def test_extra_cell():
@@ -45,7 +59,34 @@ def test_extra_cell():
     img = grid({**SQUARE, (3, 3): "red"})
     t = judge_terms(img, PROMPT)
     assert t == pytest.approx({"background": 11 / 12, "colour": 1.0, "shape": 0.8, "position": 1.0})
-    assert toy_judge_reward(img, PROMPT) == pytest.approx((11 / 12 + 1 + 0.8 + 1) / 4)
+    assert toy_judge_reward(img, PROMPT) == pytest.approx(11 / 12 * 1 * 0.8 * 1)
+    assert not strict_success(t)
+    assert judge_details(img, PROMPT)["strict"] == 0.0
+
+
+def test_partial_credit_in_the_wrong_place_earns_nothing():
+    # The image RL collapsed to under the mean-of-terms judge: two cells of the prompt's
+    # colour in the top-left corner, for "a red cross in the bottom right". Background
+    # 14 / (16 - 5) -> capped at 1; colour 2 / 2 = 1; best cross Jaccard: the cross at rows
+    # 0-2, cols 0-2 holds (0, 1) only -> 1 / (2 + 5 - 1) = 1/6; centroid row 0.5, col 1.0
+    # -> top left, not bottom right -> position 0. Mean (1 + 1 + 1/6 + 0) / 4 = 0.54;
+    # product 0.
+    img = grid({(0, 0): "red", (0, 1): "red"})
+    prompt = "a red cross in the bottom right on a white background"
+    t = judge_terms(img, prompt)
+    assert t == pytest.approx({"background": 1.0, "colour": 1.0, "shape": 1 / 6, "position": 0})
+    assert toy_judge_reward(img, prompt) == 0.0
+
+
+def test_partly_drawn_shape_in_the_right_place_is_graded():
+    # One red cell at (3, 2) for "a red cross in the bottom right": background 15 / 11 -> 1,
+    # colour 1, shape: the cross centred at (2, 2) has (3, 2) as its lower arm -> Jaccard
+    # 1 / 5; position: centroid row 3.5, col 2.5 -> bottom right -> 1. Product 1/5: less
+    # than a whole cross, more than nothing. ((3, 3) would score 0: no cross on the grid
+    # holds a corner cell.)
+    img = grid({(3, 2): "red"})
+    prompt = "a red cross in the bottom right on a white background"
+    assert toy_judge_reward(img, prompt) == pytest.approx(1 / 5)
 
 
 def test_grey_is_other_and_bad_input():
