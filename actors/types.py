@@ -56,6 +56,9 @@ class Rollout:
     """Decoded generated image, uint8 [H, W, 3] (gen)."""
     rewards: dict[str, float] = field(default_factory=dict)
     """Reward terms by name; NaN where a reward could not be obtained."""
+    reward_details: dict[str, float] = field(default_factory=dict)
+    """Parts an endpoint reported beside its reward, as ``<term>/<part>`` (e.g.
+    ``toy_judge/position``): logged per step, never used for the advantage."""
 
     @property
     def task(self) -> str:

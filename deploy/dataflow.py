@@ -157,4 +157,23 @@ def reward_metrics(rollouts: Sequence[Rollout], rewards: torch.Tensor) -> dict[s
         ok = [v for v in vals if not math.isnan(v)]
         out[f"reward_term/{term}_mean"] = float(np.mean(ok)) if ok else math.nan
         out[f"reward_term/{term}_nan"] = float(len(vals) - len(ok))
+    for part in sorted({k for x in rollouts for k in x.reward_details}):
+        vals = [x.reward_details[part] for x in rollouts if part in x.reward_details]
+        out[f"reward_detail/{part}_mean"] = float(np.mean(vals))
+    return out
+
+
+def diversity_metrics(rollouts: Sequence[Rollout]) -> dict[str, float]:
+    """``rollout/<task>_distinct_per_request``: the mean number of distinct samples (token
+    sequences) among a request's n. It falls to 1 when a policy collapses onto one answer or
+    one image per prompt, which no mean reward shows."""
+    seqs: dict[tuple[str, int], set[bytes]] = {}
+    for x in rollouts:
+        key = (x.task, x.request.request_id)
+        seqs.setdefault(key, set()).add(np.asarray(x.token_ids, dtype=np.int64).tobytes())
+    out = {}
+    for task in TASK_IDS:
+        counts = [len(v) for (t, _), v in seqs.items() if t == task]
+        if counts:
+            out[f"rollout/{task}_distinct_per_request"] = float(np.mean(counts))
     return out

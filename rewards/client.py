@@ -2,7 +2,9 @@
 
 ``client.score(items) -> list[float]`` aligned with ``items`` (the request items of
 ``rewards/types.py``; images may be uint8 arrays in both modes, the client encodes PNG for
-HTTP). Items are sent in chunks of ``client_chunk_size``, at most ``client_max_concurrency``
+HTTP). ``client.score_with_details(items)`` also returns each item's details (the named
+parts an endpoint reports beside its reward, e.g. the toy judge's terms; ``{}`` where the
+endpoint reports none or the reward failed). Items are sent in chunks of ``client_chunk_size``, at most ``client_max_concurrency``
 requests in flight. Each request has a timeout of ``client_timeout_s`` and is retried up to
 ``client_max_retries`` times with exponential backoff (``client_backoff_s`` doubled per retry,
 capped at ``client_backoff_max_s``) after a 5xx, a timeout or a lost connection; never after
@@ -85,15 +87,22 @@ class RewardClient:
     # ---- public API -----------------------------------------------------------------------
     def score(self, items: list[dict]) -> list[float]:
         """Rewards aligned with ``items``; NaN where a reward could not be obtained."""
+        return self.score_with_details(items)[0]
+
+    def score_with_details(self, items: list[dict]) -> tuple[list[float], list[dict]]:
+        """(rewards, details) aligned with ``items``: NaN and ``{}`` where a reward failed."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.ascore(items))
+            return asyncio.run(self.ascore_with_details(items))
         raise RuntimeError("RewardClient.score called inside an event loop; await ascore()")
 
     async def ascore(self, items: list[dict]) -> list[float]:
+        return (await self.ascore_with_details(items))[0]
+
+    async def ascore_with_details(self, items: list[dict]) -> tuple[list[float], list[dict]]:
         if not items:
-            return []
+            return [], []
         size = self.cfg.client_chunk_size
         chunks = [items[s : s + size] for s in range(0, len(items), size)]
         sem = asyncio.Semaphore(self.cfg.client_max_concurrency)
@@ -107,10 +116,12 @@ class RewardClient:
         finally:
             if http is not None:
                 await http.aclose()
-        return [r for part in parts for r in part]
+        return [r for part in parts for r in part[0]], [d for part in parts for d in part[1]]
 
     # ---- one chunk: retries, backoff, NaN on failure --------------------------------------
-    async def _chunk(self, items: list[dict], sem: asyncio.Semaphore, http) -> list[float]:
+    async def _chunk(
+        self, items: list[dict], sem: asyncio.Semaphore, http
+    ) -> tuple[list[float], list[dict]]:
         reason = ""
         async with sem:
             for attempt in range(self.cfg.client_max_retries + 1):
@@ -123,8 +134,8 @@ class RewardClient:
                     await asyncio.sleep(delay)
                 self.requests += 1
                 try:
-                    rewards = await self._send(items, http)
-                    return self._check(rewards, len(items))
+                    answer = await self._send(items, http)
+                    return self._check(answer, len(items))
                 except _Retryable as e:
                     reason = str(e)
                 except _Fatal as e:
@@ -139,24 +150,33 @@ class RewardClient:
             attempt + 1,
             reason,
         )
-        return [math.nan] * len(items)
+        return [math.nan] * len(items), [{}] * len(items)
 
-    def _check(self, rewards: Any, n: int) -> list[float]:
+    def _check(self, answer: Any, n: int) -> tuple[list[float], list[dict]]:
+        """An endpoint's answer -> (rewards, details), or ``_Fatal`` when it does not fit."""
+        rewards = answer.get("rewards") if isinstance(answer, dict) else None
         if not isinstance(rewards, list) or len(rewards) != n:
             got = len(rewards) if isinstance(rewards, list) else type(rewards).__name__
             raise _Fatal(f"answer has {got} rewards for {n} items")
+        details = answer.get("details", [{}] * n)
+        if not isinstance(details, list) or len(details) != n:
+            raise _Fatal(f"answer's details do not align with its {n} items")
         out = [math.nan if r is None else float(r) for r in rewards]
         bad = sum(math.isnan(r) for r in out)
         if bad:
             self.failures[(self.endpoint, "null reward in answer")] += bad
-        return out
+        try:
+            parts = [{str(k): float(v) for k, v in d.items()} for d in details]
+        except (AttributeError, TypeError, ValueError):
+            raise _Fatal("answer's details are not objects of numbers") from None
+        return out, [{} if math.isnan(r) else d for r, d in zip(out, parts)]
 
-    async def _send(self, items: list[dict], http) -> list:
+    async def _send(self, items: list[dict], http) -> dict:
         if self.mode == "http":
             return await self._send_http(items, http)
         return await self._send_handle(items)
 
-    async def _send_http(self, items: list[dict], http) -> list:
+    async def _send_http(self, items: list[dict], http) -> dict:
         import httpx
 
         try:
@@ -174,11 +194,11 @@ class RewardClient:
         if resp.status_code >= 400:
             raise _Fatal(f"http {resp.status_code}: {_error_text(resp)}")
         try:
-            return resp.json()["rewards"]
-        except (ValueError, KeyError, TypeError):
-            raise _Fatal(f"http {resp.status_code}: answer has no 'rewards' list") from None
+            return resp.json()
+        except ValueError:
+            raise _Fatal(f"http {resp.status_code}: answer is not JSON") from None
 
-    async def _send_handle(self, items: list[dict]) -> list:
+    async def _send_handle(self, items: list[dict]) -> dict:
         from ray import serve
 
         if self._handle is None:
@@ -193,7 +213,7 @@ class RewardClient:
             raise _Fatal(f"bad request: {e.field}: {e.message}") from None
         except Exception as e:
             raise _Retryable(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-        return answer["rewards"]
+        return answer
 
 
 def _wire_item(item: dict) -> dict:

@@ -4,7 +4,9 @@ Each deployment answers
 
 * ``POST /<endpoint>/score`` with JSON ``{"items": [...]}`` (images as base64 PNG; fields in
   ``rewards/types.py``) -> ``{"endpoint", "rewards": [float, ...] aligned with the items}``
-  (the DSR endpoint adds the ``version`` of the policy that scored them);
+  (the DSR endpoint adds the ``version`` of the policy that scored them; an endpoint whose
+  reward has parts adds ``"details": [{name: float}, ...]``, also aligned with the items:
+  the toy judge's four terms and its strict success, which the driver logs per step);
 * ``GET /<endpoint>/healthz`` -> ``{"status": "ok", ...}``;
 * the handle method ``score(payload)`` with the same payload, images as uint8 arrays;
 * DSR only: ``GET /dual/version`` and the handle method ``load_weights(ref, version,
@@ -69,14 +71,21 @@ class _Endpoint:
         self.batches = 0
         self.items = 0
 
+    item_parser = ""
+    """Name in ``rewards.types.ITEM_PARSERS`` of this endpoint's items (default: its own)."""
+
     def _score_items(self, items: list) -> list[float]:  # in a worker thread
         raise NotImplementedError
 
-    def _locked_score(self, items: list) -> list[float]:
-        with self._lock:
-            return self._score_items(items)
+    def _score_detailed(self, items: list) -> list[tuple[float, dict[str, float]]]:
+        """(reward, details) per item; endpoints whose reward has parts override this."""
+        return [(r, {}) for r in self._score_items(items)]
 
-    async def _run_batch(self, items: list) -> list[float]:
+    def _locked_score(self, items: list) -> list[tuple[float, dict[str, float]]]:
+        with self._lock:
+            return self._score_detailed(items)
+
+    async def _run_batch(self, items: list) -> list[tuple[float, dict[str, float]]]:
         self.batches += 1
         self.items += len(items)
         return await asyncio.to_thread(self._locked_score, items)
@@ -86,9 +95,12 @@ class _Endpoint:
 
     async def score(self, payload: Any) -> dict:
         """Handle API: validate ``payload`` (raises ``RewardInputError``) and score its items."""
-        items = parse_request(self.endpoint, payload, self.lim)
-        rewards = await asyncio.gather(*[self._batched(item) for item in items])
-        return {"endpoint": self.endpoint, "rewards": [float(r) for r in rewards], **self._extra()}
+        items = parse_request(self.item_parser or self.endpoint, payload, self.lim)
+        scored = await asyncio.gather(*[self._batched(item) for item in items])
+        out = {"endpoint": self.endpoint, "rewards": [float(r) for r, _ in scored]}
+        if any(d for _, d in scored):
+            out["details"] = [{k: float(v) for k, v in d.items()} for _, d in scored]
+        return {**out, **self._extra()}
 
     async def _http_score(self, request: Request) -> JSONResponse:
         body = await request.body()
@@ -261,17 +273,19 @@ class ToyJudgeDeployment(_Endpoint):
     """The toy world's rule-based generation reward (``rewards/toy.py``); items as hps's."""
 
     endpoint = "toy_judge"
+    item_parser = "hps"  # the same item: image + prompt
 
-    async def score(self, payload: Any) -> dict:
-        items = parse_request("hps", payload, self.lim)  # the same item: image + prompt
-        rewards = await asyncio.gather(*[self._batched(item) for item in items])
-        return {"endpoint": self.endpoint, "rewards": [float(r) for r in rewards]}
+    def _score_detailed(self, items: list) -> list[tuple[float, dict[str, float]]]:
+        from rewards.toy import judge_details, reward_of_terms
 
-    def _score_items(self, items: list) -> list[float]:
-        from rewards.toy import toy_judge_reward
-
-        out = [toy_judge_reward(it.image, it.prompt) for it in items]
-        return [float("nan") if r is None else r for r in out]  # outside the toy grammar
+        out = []
+        for it in items:
+            details = judge_details(it.image, it.prompt)
+            if details is None:  # outside the toy grammar: a failed reward, no details
+                out.append((float("nan"), {}))
+            else:
+                out.append((reward_of_terms(details), details))
+        return out
 
     @toy_judge_api.post("/score")
     async def http_score(self, request: Request) -> JSONResponse:

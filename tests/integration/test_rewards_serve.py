@@ -40,7 +40,7 @@ def served(ray_local):
     from rewards.serve import run_endpoints
 
     cfg = RewardsConfig(
-        endpoints=("accuracy", "hps", "dual"),
+        endpoints=("accuracy", "hps", "dual", "toy_judge"),
         port=_free_port(),
         hps_arch="tiny",
         hps_seed=5,
@@ -99,6 +99,46 @@ def test_http_scores_match_the_callables(served):
     assert np.allclose(r.json()["rewards"], local, atol=1e-5)
 
     assert httpx.get(f"{url}/hps/healthz").json()["status"] == "ok"
+
+
+def _toy_image(cells: dict, bg=(255, 255, 255)) -> np.ndarray:
+    img = np.empty((4, 4, 3), np.uint8)
+    img[:] = bg
+    for rc, rgb in cells.items():
+        img[rc] = rgb
+    return img.repeat(16, 0).repeat(16, 1)  # [64, 64, 3]
+
+
+def test_toy_judge_reports_its_terms_beside_the_reward(served):
+    from rewards.toy import judge_details, toy_judge_reward
+
+    red = (255, 0, 0)
+    square = {(0, 0): red, (0, 1): red, (1, 0): red, (1, 1): red}
+    prompt = "a red square in the top left on a white background"
+    imgs = [_toy_image(square), _toy_image({(3, 3): red, (3, 2): red})]
+    items = [{"image": im, "prompt": prompt} for im in imgs] + [
+        {"image": imgs[0], "prompt": "a photo of a cat"}  # outside the toy grammar
+    ]
+    _, handles, url = served
+    body = {"items": [{**it, "image": encode_png(it["image"])} for it in items]}
+    r = httpx.post(f"{url}/toy_judge/score", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["rewards"][:2] == [toy_judge_reward(im, prompt) for im in imgs] == [1.0, 0.0]
+    assert math.isnan(got["rewards"][2])
+    assert got["details"][:2] == [judge_details(im, prompt) for im in imgs]
+    assert got["details"][0]["strict"] == 1.0 and got["details"][1]["position"] == 0.0
+    assert got["details"][2] == {}
+    h = handles["toy_judge"].score.remote({"items": items[:2]}).result(timeout_s=60)
+    assert h["rewards"] == got["rewards"][:2] and h["details"] == got["details"][:2]
+    # the client hands the details to the driver, aligned with the items (NaN reward: {})
+    client = RewardClient("toy_judge", served[0], mode="http")
+    rewards, details = client.score_with_details(items)
+    assert rewards[:2] == [1.0, 0.0] and math.isnan(rewards[2])
+    assert details == got["details"]
+    # an endpoint without parts answers no details; the client gives empty dicts
+    acc = RewardClient("accuracy", served[0], mode="http").score_with_details(ACC_ITEMS)
+    assert acc[1] == [{}] * len(ACC_ITEMS)
 
 
 def test_handle_api_takes_uint8_arrays(served):

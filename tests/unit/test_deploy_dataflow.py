@@ -11,7 +11,14 @@ import torch
 from PIL import Image
 
 from actors.types import Rollout
-from deploy.dataflow import advantages, build_requests, reward_metrics, simpo_pairs, task_rewards
+from deploy.dataflow import (
+    advantages,
+    build_requests,
+    diversity_metrics,
+    reward_metrics,
+    simpo_pairs,
+    task_rewards,
+)
 from pairing.manifest import Pair
 
 
@@ -121,6 +128,22 @@ def test_pair_grpo_advantages_end_to_end_by_hand():
     m = reward_metrics(rs, r)
     assert m["reward/und_mean"] == 0.5 and m["reward_term/hps_nan"] == 1.0
     assert m["reward/und/retrieved_mean"] == 0.5
+
+
+def test_reward_details_and_diversity_are_logged_per_step():
+    rs = _rollouts([_pair(0), _pair(1)], [1.0, 0.0, 1.0, 1.0], [0.2, 0.0, 1.0, 1.0])
+    gen = [r for r in rs if r.task == "gen"]
+    # the toy judge's parts on the 4 images: position 1, 0, 1, 1 -> mean 0.75
+    for r, pos in zip(gen, (1.0, 0.0, 1.0, 1.0)):
+        r.reward_details = {"toy_judge/position": pos, "toy_judge/strict": pos * (r.pair_id)}
+    m = reward_metrics(rs, torch.zeros(len(rs), dtype=torch.float64))
+    assert m["reward_detail/toy_judge/position_mean"] == 0.75
+    assert m["reward_detail/toy_judge/strict_mean"] == 0.5  # pair 1's two images only
+    # distinct samples per request: und pair 0 draws (3, 4), pair 1 (5, 5); gen all the same
+    for r, tok in zip(rs, ([3], [4], [5], [5], [7], [7], [7], [7])):
+        r.token_ids = np.asarray(tok, np.int64)
+    d = diversity_metrics(rs)
+    assert d == {"rollout/und_distinct_per_request": 1.5, "rollout/gen_distinct_per_request": 1.0}
 
 
 def test_simpo_pairs_best_and_worst_per_group():

@@ -18,8 +18,9 @@ from rewards.config import RewardsConfig
 
 
 class _Server:
-    """A scripted reward server: ``script`` is a list of (status, delay_s) per request, then
-    200s; a 200 scores item i as float(len(item['response']))."""
+    """A scripted reward server: ``script`` is a list of (status, delay_s[, details]) per
+    request, then 200s; a 200 scores item i as float(len(item['response'])) and answers
+    ``details(items)`` as its details when given."""
 
     def __init__(self, script=()):
         self.script = list(script)
@@ -41,10 +42,12 @@ class _Server:
                     outer.times.append(time.monotonic())
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
-                    status, delay = outer.script.pop(0) if outer.script else (200, 0.02)
+                    status, delay, *extra = outer.script.pop(0) if outer.script else (200, 0.02)
                 time.sleep(delay)
                 if status == 200:
                     out = {"rewards": [float(len(it["response"])) for it in body["items"]]}
+                    if extra:  # details for the answer: a callable of the items
+                        out["details"] = extra[0](body["items"])
                 else:
                     out = {"error": f"items[0].answer: scripted {status}", "field": "x"}
                 data = json.dumps(out).encode()
@@ -157,3 +160,32 @@ def test_concurrency_limit_holds(server):
 def test_unknown_mode_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"\['handle', 'http'\]"):
         RewardClient("accuracy", _cfg(), mode="grpc")
+
+
+def _length_parts(items):
+    return [
+        {"length": float(len(it["response"])), "even": float(len(it["response"]) % 2 == 0)}
+        for it in items
+    ]
+
+
+@pytest.mark.parametrize("server", [[(200, 0, _length_parts)] * 2], indirect=True)
+def test_details_come_back_aligned_with_the_items(server):
+    client = RewardClient("accuracy", _cfg(), url=server.url)  # chunks [0, 1] and [2]
+    rewards, details = client.score_with_details(ITEMS)
+    assert rewards == [1.0, 2.0, 3.0]
+    assert details == [
+        {"length": 1.0, "even": 0.0},
+        {"length": 2.0, "even": 1.0},
+        {"length": 3.0, "even": 0.0},
+    ]
+
+
+@pytest.mark.parametrize("server", [[(200, 0, lambda items: [{}])] * 3], indirect=True)
+def test_misaligned_details_fail_the_chunk(server):
+    # two items, one details entry: the answer does not fit its request -> NaN, not retried
+    client = RewardClient("accuracy", _cfg(), url=server.url)
+    rewards, details = client.score_with_details(ITEMS[:2])
+    assert all(math.isnan(r) for r in rewards) and details == [{}, {}]
+    assert client.failures == {("accuracy", "answer's details do not align with its 2 items"): 2}
+    assert server.calls == 1
