@@ -1,8 +1,9 @@
 """Image (generation) rollout worker: prompt -> n images' tokens, decoded, with log-probs.
 
 Sampling is batched over requests and uses classifier-free guidance; the log-probs are the
-sampler's own, under the CFG-combined policy softmax((l_u + w (l_c - l_u)) / T)
-(../shared/DESIGN.md, "Image-token policy"), which is what the learner recomputes.
+sampler's own, under the policy the learner recomputes (``model.image_logprob_mode``): the
+CFG-combined softmax((l_u + w (l_c - l_u)) / T) the tokens are drawn from (default), or the
+conditional softmax(l_c / T) (T2I-R1).
 Tokens are VQ-decoded into uint8 images for the rewards. Seeds and batching as in
 ``actors.text_rollout``.
 """
@@ -46,6 +47,7 @@ class ImageRolloutWorker:
                     temperature=self.model_cfg.image_temperature,
                     implementation=self.model_cfg.image_implementation,
                     seed=group[0].seed,
+                    logprob_mode=self.model_cfg.image_logprob_mode,  # what the learner scores
                 )  # tokens, logprobs: [len(group) * n, K], grouped by prompt
                 images = self.model.decode_images(s.tokens)  # uint8 [len(group) * n, H, W, 3]
                 tokens = s.tokens.cpu().numpy().astype(np.int64)

@@ -56,8 +56,14 @@ def policy_logits(
 
 
 @torch.no_grad()
-def sample(model, tokenizer, prompts, n, cfg_weight, temperature, seed, greedy=False):
-    """Autoregressive CFG sampling with a KV cache. Returns (tokens [N, K], logprobs [N, K])."""
+def sample(
+    model, tokenizer, prompts, n, cfg_weight, temperature, seed, greedy=False, mode="combined"
+):
+    """Autoregressive CFG sampling with a KV cache. Returns (tokens [N, K], logprobs [N, K]).
+
+    Tokens are drawn from the CFG-combined policy; ``logprobs`` are their log-probs under the
+    policy ``mode`` names (``policy_logits``): the learner's side of the PPO ratio, so that
+    it is 1 on-policy whichever policy the learner scores."""
     device = model.device
     ids, mask = image_prompt_ids(tokenizer, prompts, n, device)  # [2N, L]
     N, K = ids.shape[0] // 2, model.config.vision_config.num_image_tokens
@@ -76,15 +82,15 @@ def sample(model, tokenizer, prompts, n, cfg_weight, temperature, seed, greedy=F
     tokens = torch.empty(N, K, dtype=torch.long, device=device)
     logprobs = torch.empty(N, K, dtype=torch.float32, device=device)
     for i in range(K):
-        logp = F.log_softmax(
-            policy_logits(head(out.last_hidden_state[:, -1]), cfg_weight, temperature, "combined"),
-            dim=-1,
-        )  # [N, V]
+        h = head(out.last_hidden_state[:, -1])  # [2N, V]
+        logp = F.log_softmax(policy_logits(h, cfg_weight, temperature, "combined"), dim=-1)
         if greedy:
             tok = logp.argmax(-1)
         else:
             tok = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
         tokens[:, i] = tok
+        if mode != "combined":
+            logp = F.log_softmax(policy_logits(h, cfg_weight, temperature, mode), dim=-1)
         logprobs[:, i] = logp.gather(-1, tok[:, None]).squeeze(-1)
         if i == K - 1:
             break

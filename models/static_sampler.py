@@ -44,14 +44,17 @@ KV_BUCKET = 64
 """Default attention-length bucket: step i reads ceil((L + i) / KV_BUCKET) * KV_BUCKET columns."""
 
 
-def pick(head_logits, q, cfg_weight: float, temperature: float):
+def pick(head_logits, q, cfg_weight: float, temperature: float, mode: str = "combined"):
     """CFG-mix ``[2N, V]`` head logits, then choose one token per row.
 
     ``q [N, V]`` is Exp(1) noise: ``argmax(p / q)`` is a draw from ``p`` (what
-    ``torch.multinomial`` computes); ``q=None`` is greedy. Returns ``(tok [N], logp [N])``.
+    ``torch.multinomial`` computes); ``q=None`` is greedy. Returns ``(tok [N], logp [N])``,
+    ``logp`` under the policy ``mode`` names (the draw is always from the combined one).
     """
     logp = F.log_softmax(policy_logits(head_logits, cfg_weight, temperature, "combined"), dim=-1)
     tok = logp.argmax(-1) if q is None else (logp.exp() / q).argmax(-1)  # [N]
+    if mode != "combined":
+        logp = F.log_softmax(policy_logits(head_logits, cfg_weight, temperature, mode), dim=-1)
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
 
 
@@ -121,7 +124,7 @@ class StaticDecoder(torch.nn.Module):
         self.pos0.copy_(mask.long().sum(-1))  # position of the first image token per row
         return self.head(out.last_hidden_state[:, -1])
 
-    def step(self, prev, col, q, S: int, cfg_weight: float, temperature: float):
+    def step(self, prev, col, q, S: int, cfg_weight: float, temperature: float, mode: str):
         """Feed image token ``prev [N]`` at cache column ``col [1]``; pick the next token.
 
         Reads cache columns ``[0, S)``; ``S > col`` is a Python int (a static shape).
@@ -139,7 +142,7 @@ class StaticDecoder(torch.nn.Module):
                 position_embeddings=cos_sin,
                 past_key_values=kv,
             )
-        return pick(self.head(self.lm.norm(x)[:, -1]), q, cfg_weight, temperature)
+        return pick(self.head(self.lm.norm(x)[:, -1]), q, cfg_weight, temperature, mode)
 
 
 def round_up(x: int, b: int) -> int:
@@ -193,13 +196,14 @@ def sample(
     temperature,
     seed,
     greedy=False,
+    mode="combined",
     *,
     kv_bucket: int = KV_BUCKET,
     compile: str = "auto",
 ):
     """CFG sampling with a static KV cache. Returns ``(tokens [N, K], logprobs [N, K])``.
 
-    Same arguments and same draws as ``image_tokens.sample`` (module docstring).
+    Same arguments, same draws and same log-probs as ``image_tokens.sample``.
     """
     if kv_bucket < 1:
         raise ValueError(f"kv_bucket={kv_bucket!r} must be >= 1")
@@ -219,12 +223,12 @@ def sample(
 
     tokens = torch.empty(N, K, dtype=torch.long, device=device)
     logprobs = torch.empty(N, K, dtype=torch.float32, device=device)
-    tok, lp = pick(dec.prefill(model, ids, mask), noise(), cfg_weight, temperature)
+    tok, lp = pick(dec.prefill(model, ids, mask), noise(), cfg_weight, temperature, mode)
     tokens[:, 0], logprobs[:, 0] = tok, lp
     for i in range(1, K):
         c = L + i - 1  # cache column of input token i - 1
         S = min(round_up(c + 1, kv_bucket), dec.S_max)
-        tok, lp = step(tok, dec.cols[c : c + 1], noise(), S, cfg_weight, temperature)
+        tok, lp = step(tok, dec.cols[c : c + 1], noise(), S, cfg_weight, temperature, mode)
         tokens[:, i], logprobs[:, i] = tok, lp
         tok = tok.clone()  # a CUDA-graph output is overwritten by the next replay
     return tokens, logprobs

@@ -23,6 +23,8 @@ from models.text_tokens import Padded
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Frozen by default: the SigLIP understanding tower and the VQ tokenizer (../shared/DESIGN.md).
 VISION_TOWER, VQ_MODEL = "model.vision_model.", "model.vqmodel."
+# The parameters both tasks run through: the language model, its token embeddings included.
+LANGUAGE_MODEL = "model.language_model."
 # Image-token samplers by name: same arguments, same draws for the same seed.
 IMAGE_SAMPLERS = {"reference": image_tokens.sample, "static": static_sampler.sample}
 
@@ -153,6 +155,14 @@ class UnifiedModel:
         """Named parameters that train: LM, heads, embeddings, aligners (not SigLIP, not VQ)."""
         return {n: p for n, p in self.hf.named_parameters() if self._is_trainable(n)}
 
+    def shared_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Trainable parameters that understanding and generation both use: the language
+        model (token embeddings included). The text head, the image-generation embedding,
+        aligner and head, and the understanding aligner each serve one task only."""
+        return {
+            n: p for n, p in self.trainable_parameters().items() if n.startswith(LANGUAGE_MODEL)
+        }
+
     def to(self, device=None, dtype=None) -> UnifiedModel:
         self.hf.to(device=device, dtype=dtype)
         return self
@@ -167,11 +177,15 @@ class UnifiedModel:
         seed: int | None = None,
         greedy: bool = False,
         implementation: str = "reference",
+        logprob_mode: str = "combined",
     ) -> ImageSamples:
         """Sample n images' tokens per prompt from the CFG-combined policy (with log-probs).
 
         ``implementation`` picks the loop from ``IMAGE_SAMPLERS``: ``reference`` (plain loop,
         dynamic cache) or ``static`` (static KV cache, CUDA graphs on GPU).
+        ``logprob_mode`` says which policy's log-probs come back for the drawn tokens: the
+        one the learner scores (``image_logprobs(mode=...)``): ``combined`` (the CFG mix they
+        were drawn from) or ``conditional`` (softmax(l_c / T), T2I-R1's policy).
         """
         prompts = _check_text("prompts", prompts)
         _check_n(n)
@@ -181,8 +195,12 @@ class UnifiedModel:
             raise ValueError(
                 f"implementation={implementation!r} is not one of {tuple(IMAGE_SAMPLERS)}"
             )
+        if logprob_mode not in ("combined", "conditional"):
+            raise ValueError(
+                f"logprob_mode={logprob_mode!r} is not one of ('combined', 'conditional')"
+            )
         tokens, logprobs = IMAGE_SAMPLERS[implementation](
-            self.hf, self.tokenizer, prompts, n, cfg_weight, temperature, seed, greedy
+            self.hf, self.tokenizer, prompts, n, cfg_weight, temperature, seed, greedy, logprob_mode
         )
         return ImageSamples(tokens, logprobs)
 
@@ -218,11 +236,16 @@ class UnifiedModel:
 
     @torch.no_grad()
     def decode_images(self, tokens: torch.Tensor) -> np.ndarray:
-        """VQ-decode image tokens ``[N, K]`` into uint8 RGB images ``[N, H, W, 3]``."""
-        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
-        pixels = self.hf.model.vqmodel.decode(tokens)  # [N, 3, H, W] in [-1, 1]
+        """VQ-decode image tokens ``[N, K]`` into uint8 RGB images ``[N, H, W, 3]``.
+
+        Each distinct row is decoded once (the decoder is per image, so equal rows decode
+        to equal images): a group whose samples agree, as they increasingly do under RL,
+        costs one decode instead of n."""
+        tokens = torch.as_tensor(tokens, dtype=torch.long)
+        unique, inverse = torch.unique(tokens, dim=0, return_inverse=True)  # [U, K], [N]
+        pixels = self.hf.model.vqmodel.decode(unique.to(self.device))  # [U, 3, H, W] in [-1, 1]
         pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return pixels.permute(0, 2, 3, 1).cpu().numpy()
+        return pixels.permute(0, 2, 3, 1).cpu().numpy()[inverse.numpy()]
 
     @torch.no_grad()
     def encode_images(self, images) -> torch.Tensor:

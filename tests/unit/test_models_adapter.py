@@ -33,6 +33,23 @@ def test_image_sampler_logprobs_equal_teacher_forced(m):
     torch.testing.assert_close(lp, s.logprobs, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("implementation", ["reference", "static"])
+def test_sampler_returns_the_logprobs_of_the_mode_the_learner_scores(m, implementation):
+    # T2I-R1's conditional policy: the tokens are still drawn from the CFG mix (same draws
+    # as the combined mode), but the log-probs that come back are log softmax(l_c / T), the
+    # learner's side of the ratio, so the ratio is 1 on-policy in either mode.
+    kw = dict(n=2, cfg_weight=5.0, temperature=0.8, seed=3, implementation=implementation)
+    comb = m.sample_image_tokens(PROMPTS, **kw)
+    cond = m.sample_image_tokens(PROMPTS, logprob_mode="conditional", **kw)
+    assert torch.equal(cond.tokens, comb.tokens)
+    with torch.no_grad():
+        lp = m.image_logprobs(PROMPTS, cond.tokens, 5.0, mode="conditional", temperature=0.8)
+    torch.testing.assert_close(lp, cond.logprobs, atol=1e-4, rtol=0)
+    assert (cond.logprobs - comb.logprobs).abs().max() > 1e-2  # the two policies differ
+    with pytest.raises(ValueError, match="logprob_mode"):
+        m.sample_image_tokens(PROMPTS, n=1, logprob_mode="uncond")
+
+
 def test_image_samples_grouped_by_prompt_and_seeded(m):
     a = m.sample_image_tokens(PROMPTS, n=3, seed=7)
     b = m.sample_image_tokens(PROMPTS, n=3, seed=7)
@@ -127,6 +144,19 @@ def test_decode_encode_shapes(m):
     assert int(codes.max()) < m.hf.config.vq_config.num_embeddings
     pil = [Image.fromarray(i) for i in imgs]
     assert torch.equal(m.encode_images(pil), codes)
+
+
+def test_decode_images_decodes_each_distinct_row_once(m):
+    # rows 0, 2 and 3 are equal: the result is what decoding every row on its own gives (up
+    # to one uint8 level: the convolutions' float sums depend on the batch size), and equal
+    # rows get identical images
+    tok = torch.randint(0, m.hf.config.vq_config.num_embeddings, (2, m.num_image_tokens))
+    rows = tok[[0, 1, 0, 0]]  # [4, K]
+    got = m.decode_images(rows)
+    alone = np.stack([m.decode_images(r[None])[0] for r in rows])
+    assert np.abs(got.astype(int) - alone.astype(int)).max() <= 1
+    assert np.array_equal(got[0], got[2]) and np.array_equal(got[0], got[3])
+    assert np.array_equal(got[[0, 1]], m.decode_images(tok))  # the same as without repeats
 
 
 def test_dual_likelihoods_are_batch_invariant_mean_logprobs(m, images):
