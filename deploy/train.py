@@ -27,6 +27,7 @@ from deploy.config import RunConfig, load_config, write_resolved
 from deploy.dataflow import (
     advantages,
     build_requests,
+    diversity_metrics,
     reward_metrics,
     simpo_pairs,
     task_rewards,
@@ -68,16 +69,19 @@ REWARD_ITEMS = {
 
 
 def score(rollouts: list[Rollout], terms: dict[str, float], clients: dict) -> None:
-    """Fill ``rollout.rewards[term]`` for every term; NaN where the endpoint gave none."""
+    """Fill ``rollout.rewards[term]`` for every term (NaN where the endpoint gave none) and
+    ``rollout.reward_details`` with the parts the endpoint reported."""
     for term in terms:
         todo = rollouts
         if term == "dual":  # an empty answer has no likelihood to score
             todo = [r for r in rollouts if r.task == "gen" or (r.text or "").strip()]
-        values = clients[term].score([REWARD_ITEMS[term](r) for r in todo]) if todo else []
+        items = [REWARD_ITEMS[term](r) for r in todo]
+        values, details = clients[term].score_with_details(items) if todo else ([], [])
         for r in rollouts:
             r.rewards[term] = math.nan
-        for r, v in zip(todo, values):
+        for r, v, d in zip(todo, values, details):
             r.rewards[term] = float(v)
+            r.reward_details.update({f"{term}/{k}": x for k, x in d.items()})
 
 
 def check_failures(rewards: torch.Tensor, limit: float, clients: dict, step: int) -> None:
@@ -185,10 +189,14 @@ class Trainer:
                 eps=cfg.learner.adv_eps,
                 scale=cfg.learner.adv_scale,
             )
+        train_batch = TrainBatch(rollouts, adv.float().numpy(), chosen, rejected)
+        diagnostics = {}
+        if t.grad_cosine_every and self.step_num % t.grad_cosine_every == 0:
+            t2 = time.perf_counter()
+            diagnostics = self.learners.grad_cosine(train_batch)
+            diagnostics["time/grad_cosine"] = time.perf_counter() - t2
         t2 = time.perf_counter()
-        learner_metrics = self.learners.update(
-            TrainBatch(rollouts, adv.float().numpy(), chosen, rejected)
-        )
+        learner_metrics = self.learners.update(train_batch)
         times["time/learner"] = time.perf_counter() - t2
         times["time/weight_sync"] = self.sync_weights()
         times["time/step"] = time.perf_counter() - t0
@@ -196,7 +204,9 @@ class Trainer:
         self.step_num += 1
         return {
             **learner_metrics,
+            **diagnostics,
             **reward_metrics(rollouts, rewards),
+            **diversity_metrics(rollouts),
             **times,
             "adv/mean": float(adv.mean()),
             "adv/abs_mean": float(adv.abs().mean()),
@@ -243,7 +253,16 @@ class Trainer:
         plot_curves(
             self.metrics.path,
             self.run_dir / "curves.png",
-            ["reward/und_mean", "reward/gen_mean", "loss", "logprob_diff", "time/step"],
+            [
+                "reward/und_mean",
+                "reward/gen_mean",
+                "reward_detail/toy_judge/strict_mean",
+                "rollout/gen_distinct_per_request",
+                "grad/cos_und_gen",
+                "loss",
+                "logprob_diff",
+                "time/step",
+            ],
         )
         return path
 

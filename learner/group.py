@@ -144,6 +144,19 @@ class LearnerGroup:
         self._version = int(metrics["version"])
         return metrics
 
+    def grad_cosine(self, batch: TrainBatch) -> dict[str, float]:
+        """``Learner.grad_cosine`` over the group (each rank scores its shard; the gradients
+        are summed over ranks before the cosine): the full batch's value, no update."""
+        normaliser = batch_normaliser(batch, self.cfg)
+        if self._local is not None:
+            return self._local.grad_cosine(batch, normaliser)
+        import ray
+
+        check_batch(batch, self._simpo)
+        shards = [ray.put(s) for s in shard_batch(batch, self.num_learners, self._simpo)]
+        refs = [a.grad_cosine.remote(s, normaliser) for a, s in zip(self._actors, shards)]
+        return self._gather(refs)[0]
+
     def save_checkpoint(self, path: str) -> str:
         """Every rank writes its DeepSpeed state under ``path`` (a directory all ranks can
         reach: one node, or a shared filesystem)."""

@@ -338,6 +338,48 @@ class Learner:
         stats.set("max/micro_batches", float(n_micro))
         return stats.raw
 
+    def grad_cosine(self, batch: TrainBatch, normaliser: Normaliser) -> dict[str, float]:
+        """How much the two tasks' updates agree on this batch (PairUni Fig. 1): the cosine
+        between the gradient of the understanding part of the loss and that of the
+        generation part, on the parameters both tasks use (``shared_parameters``: the
+        language model), at the current weights. No update, no optimiser state touched:
+        the gradients come from ``torch.autograd.grad``, not from the engine. With several
+        ranks each rank's gradients (of its shard, under the full batch's normaliser) are
+        summed over the group first, so every rank returns the full batch's cosine; all
+        ranks must call it together. Memory: two gradient copies of the shared parameters.
+
+        Returns ``grad/cos_und_gen`` (NaN when a task has no rollouts or a zero gradient)
+        and each task's gradient norm ``grad/norm_und``, ``grad/norm_gen``.
+        """
+        simpo = self.cfg.policy_loss == "simpo"
+        check_batch(batch, simpo, allow_empty=True)
+        params = list(self.model.shared_parameters().values())
+        grads = {task: [torch.zeros_like(p) for p in params] for task in TASKS}
+        scratch = Stats()  # the losses' own statistics are the update's business, not ours
+        self.model.hf.train(self.cfg.gradient_checkpointing)
+        try:
+            for task, idx in self._plan(batch, simpo):
+                loss_of = self._simpo_loss if simpo else self._clip_loss
+                part = loss_of(batch, task, idx, normaliser, scratch)
+                parts = torch.autograd.grad(part, params, allow_unused=True)
+                for acc, g in zip(grads[task], parts):
+                    if g is not None:
+                        acc += g
+        finally:
+            self.model.hf.eval()
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            for task in TASKS:
+                for g in grads[task]:
+                    dist.all_reduce(g)
+        und, gen = grads["und"], grads["gen"]
+        dot = sum(float((a.double() * b.double()).sum()) for a, b in zip(und, gen))
+        n_und = sum(float(a.double().square().sum()) for a in und) ** 0.5
+        n_gen = sum(float(b.double().square().sum()) for b in gen) ** 0.5
+        cos = dot / (n_und * n_gen) if n_und > 0 and n_gen > 0 else float("nan")
+        return {"grad/cos_und_gen": cos, "grad/norm_und": n_und, "grad/norm_gen": n_gen}
+
     def _plan(self, batch: TrainBatch, simpo: bool) -> list[tuple[str, list[int]]]:
         """Micro-batches as (task, rollout indices); for SimPO, (task, pair indices)."""
         streams = 2 if self.model_cfg.image_logprob_mode == "combined" else 1

@@ -60,11 +60,17 @@ def test_one_and_two_learners_take_the_same_step_and_checkpoints_resume(ray_loca
     model_cfg, rollouts = tiny
     cfg = LearnerConfig(lr=LR, micro_batch_tokens=8, zero_stage=2, num_learners=0)
     one = LearnerGroup(model_cfg, cfg)
+    cos_one = one.grad_cosine(TrainBatch(rollouts, ADV1))
     m_one = one.update(TrainBatch(rollouts, ADV1))
 
     two = LearnerGroup(model_cfg, replace(cfg, num_learners=2, learner_num_cpus=1.0))
     try:
         assert two.version == 0
+        # the interference diagnostic sums the ranks' gradients before the cosine: the same
+        # value as one learner's (and, before the update, it moves nothing: checked below)
+        cos_two = two.grad_cosine(TrainBatch(rollouts, ADV1))
+        for key in ("grad/cos_und_gen", "grad/norm_und", "grad/norm_gen"):
+            assert cos_two[key] == pytest.approx(cos_one[key], rel=1e-4, abs=1e-6), key
         m_two = two.update(TrainBatch(rollouts, ADV1))
         # The full-batch normaliser makes the two ranks' loss shares sum to the 1-learner
         # loss, and their averaged (x W) gradients to its gradient.

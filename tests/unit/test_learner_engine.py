@@ -257,6 +257,20 @@ def test_first_update_is_on_policy_with_the_hand_derived_loss(tiny, reference):
     assert math.isfinite(m["grad_norm"]) and m["grad_norm"] > 0 and m["lr"] == LR
 
 
+def test_conditional_mode_is_on_policy_when_the_sampler_returns_its_logprobs(tiny):
+    # model.image_logprob_mode=conditional: the image worker stores log softmax(l_c / T)
+    # of the drawn tokens, the learner scores the same, so the first update's ratio is 1.
+    model_cfg, _ = tiny
+    model_cfg = replace(model_cfg, image_logprob_mode="conditional")
+    m = load_unified_model(model_cfg.path)
+    req = RolloutRequest(0, 0, "gen", "a red circle on a white background", 3, 9)
+    s = m.sample_image_tokens([req.prompt], 3, seed=9, logprob_mode="conditional")
+    rollouts = [Rollout(req, j, s.tokens[j].numpy(), s.logprobs[j].numpy(), 0) for j in range(3)]
+    learner = Learner(model_cfg, LearnerConfig(lr=LR))
+    out = learner.update(TrainBatch(rollouts, np.array([1.0, -1.0, 0.0], np.float32)))
+    assert out["logprob_diff/gen"] < 1e-5 and out["clip_fraction"] == 0.0
+
+
 def test_micro_batching_gives_the_same_step(tiny, reference):
     # A 16-token budget cuts the batch into 1-2 rollouts per micro-batch (und: ~6-token
     # answers; gen: 16 tokens x 2 CFG streams = 32 > 16, so one image rollout each).
@@ -300,6 +314,38 @@ def test_ppo_epochs_reuse_the_batch_as_repeated_updates(tiny, reference):
     assert m["ratio_mean"] == pytest.approx(second["ratio_mean"], rel=1e-5)
     assert m["loss"] == pytest.approx(second["loss"], abs=1e-6)
     assert abs(m["ratio_mean"] - 1) > 1e-4 or m["clip_fraction"] > 0
+
+
+def test_grad_cosine_is_the_two_tasks_gradients_cosine_and_moves_nothing(tiny, reference):
+    # Reference by hand: on policy the clipped loss has the gradient of the plain policy
+    # gradient loss, and task-token-mean makes each task's part -sum_i A_i sum_t logp_it / n_task
+    # (n_task: that task's tokens). Its gradient on the language model, per task, then cos.
+    model_cfg, rollouts = tiny
+    learner = Learner(model_cfg, LearnerConfig(lr=LR, micro_batch_tokens=16))  # micro-batched
+    batch = TrainBatch(rollouts, ADV)
+    got = learner.grad_cosine(batch, batch_normaliser(batch, learner.cfg))
+    ref_model = load_unified_model(model_cfg.path)
+    shared = list(ref_model.shared_parameters().values())
+    assert shared and all(
+        n.startswith("model.language_model.") for n in ref_model.shared_parameters()
+    )
+    vec = {}
+    for task, rows in (("und", slice(0, 4)), ("gen", slice(4, 6))):
+        lp = score(ref_model, rollouts[rows], task, model_cfg)
+        adv = torch.as_tensor(ADV[rows])[:, None]  # [N, 1]
+        loss = -(adv * lp.values * lp.mask).sum() / lp.mask.sum()
+        vec[task] = torch.cat([g.flatten() for g in torch.autograd.grad(loss, shared)]).double()
+    cos = float(vec["und"] @ vec["gen"] / (vec["und"].norm() * vec["gen"].norm()))
+    assert got["grad/cos_und_gen"] == pytest.approx(cos, abs=1e-5)
+    assert got["grad/norm_und"] == pytest.approx(float(vec["und"].norm()), rel=1e-4)
+    assert got["grad/norm_gen"] == pytest.approx(float(vec["gen"].norm()), rel=1e-4)
+    # a diagnostic: the update that follows is the one it would have been without it
+    learner.update(batch)
+    assert_same_adam_step(learner.state_dict(), reference["after1"], LR)
+    # one task only: no cosine to report
+    und_only = TrainBatch(rollouts[:4], ADV[:4])
+    lone = learner.grad_cosine(und_only, batch_normaliser(und_only, learner.cfg))
+    assert math.isnan(lone["grad/cos_und_gen"]) and lone["grad/norm_gen"] == 0.0
 
 
 def assert_same_adam_step(got: dict, ref: dict, lr: float) -> None:
