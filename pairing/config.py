@@ -67,7 +67,7 @@ class FeatureConfig:
     """Image features: extractor by name, batching, cache, and the Ray Data path."""
 
     extractor: str = "resnet50"
-    """resnet50 (torchvision, fc removed; the paper's default) | hf:<local dir> (transformers AutoModel)."""
+    """resnet50 (torchvision, fc removed; the paper's default) | hf:<local dir> (transformers AutoModel) | pixels (no model: the resized image, a baseline for synthetic data)."""
     weights: str = ""
     """resnet50: local state_dict file (.pth/.pt/.safetensors). Ignored for hf:<dir>."""
     allow_random_weights: bool = False
@@ -336,10 +336,11 @@ class PairingConfig:
         )
         f = self.features
         check(
-            f.extractor == "resnet50" or (f.extractor.startswith("hf:") and len(f.extractor) > 3),
+            f.extractor in ("resnet50", "pixels")
+            or (f.extractor.startswith("hf:") and len(f.extractor) > 3),
             "pairing.features.extractor",
             f.extractor,
-            "must be resnet50 or hf:<local dir>",
+            "must be resnet50, hf:<local dir> or pixels",
             "use resnet50 (the paper's default)",
         )
         check(

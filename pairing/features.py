@@ -6,6 +6,10 @@ Extractors (weights from local files only):
                   the paper's default; `weights` names a state_dict file.
   hf:<local dir>  any transformers vision backbone (DINOv2/v3, CLIP vision, ...): AutoModel +
                   AutoImageProcessor from that directory; pooled output, else mean of tokens.
+  pixels          no model: the image itself, resized to image_size x image_size, scaled to
+                  [-1, 1] and flattened. Images with the same colours in the same places are
+                  similar, others less so. A baseline for synthetic data (the toy world) and
+                  tests; on photographs it pairs by layout and colour only.
 Outputs are L2-normalised float32.
 """
 
@@ -185,9 +189,27 @@ def _build_hf(cfg: FeatureConfig, arg: str) -> Extractor:
     return Extractor(extractor_id(cfg), model, prep, pool, cfg.device)
 
 
+def _build_pixels(cfg: FeatureConfig, arg: str) -> Extractor:
+    """The resized image as its own feature (module docstring)."""
+    import torch
+    from torchvision import transforms
+
+    s = cfg.image_size
+    prep = transforms.Compose(
+        [
+            # box filter: each feature pixel is the mean of the input pixels it covers
+            transforms.Resize((s, s), interpolation=transforms.InterpolationMode.BOX),
+            transforms.ToTensor(),
+            transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # [0, 1] -> [-1, 1]
+        ]
+    )
+    return Extractor(extractor_id(cfg), torch.nn.Flatten(), prep, lambda m, x: m(x), cfg.device)
+
+
 EXTRACTORS: dict[str, Callable[[FeatureConfig, str], Extractor]] = {
     "resnet50": _build_resnet50,
     "hf": _build_hf,
+    "pixels": _build_pixels,
 }
 
 
@@ -198,6 +220,8 @@ def extractor_id(cfg: FeatureConfig) -> str:
         path = Path(cfg.weights)
         wid = _file_digest(path) if cfg.weights and path.is_file() else "random-seed0"
         return f"resnet50:{wid}:{cfg.image_size}"
+    if name == "pixels":
+        return f"pixels:{cfg.image_size}"
     path = Path(arg)
     h = hashlib.blake2b(digest_size=8)
     for f in sorted(path.iterdir()) if path.is_dir() else []:
@@ -208,10 +232,12 @@ def extractor_id(cfg: FeatureConfig) -> str:
 
 
 def build_extractor(cfg: FeatureConfig, device: str | None = None) -> Extractor:
-    """The extractor named by ``cfg.extractor`` ('resnet50' or 'hf:<dir>')."""
+    """The extractor named by ``cfg.extractor`` ('resnet50', 'hf:<dir>' or 'pixels')."""
     name, _, arg = cfg.extractor.partition(":")
     if name not in EXTRACTORS:
-        raise FeatureError(f"unknown extractor {cfg.extractor!r}; valid: resnet50, hf:<local dir>")
+        raise FeatureError(
+            f"unknown extractor {cfg.extractor!r}; valid: resnet50, hf:<local dir>, pixels"
+        )
     if device is not None:
         from dataclasses import replace
 

@@ -41,8 +41,30 @@ def test_resnet50_needs_weights_or_explicit_random():
         build_extractor(FeatureConfig())
     with pytest.raises(FeatureError, match="file not found"):
         build_extractor(FeatureConfig(weights="/nonexistent/r50.pth"))
-    with pytest.raises(FeatureError, match=r"valid: resnet50, hf:<local dir>"):
+    with pytest.raises(FeatureError, match=r"valid: resnet50, hf:<local dir>, pixels"):
         build_extractor(FeatureConfig(extractor="clip"))
+
+
+def test_pixels_is_the_scaled_image_and_its_cosine_counts_agreeing_cells():
+    # Two 2 x 2-cell images, cells white (1, 1, 1) or red (1, -1, -1) in [-1, 1]: each cell
+    # is 4 x 4 px at image_size 4 -> 4 values x 3 channels per cell. Image a: red in the
+    # top-left cell, b: red in the bottom-right one. Per pixel, equal cells give 3, white vs
+    # red 1 - 1 - 1 = -1: cos = (2 cells x 3 + 2 cells x (-1)) / (4 cells x 3) = 1/3.
+    def cells(red_at):
+        im = Image.new("RGB", (8, 8), (255, 255, 255))
+        im.paste((255, 0, 0), (4 * red_at[1], 4 * red_at[0], 4 * red_at[1] + 4, 4 * red_at[0] + 4))
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        return buf.getvalue()
+
+    ex = build_extractor(FeatureConfig(extractor="pixels", image_size=4))
+    assert ex.dim == 48 and extractor_id(FeatureConfig(extractor="pixels", image_size=4)) == (
+        "pixels:4"
+    )
+    res = extract_features([cells((0, 0)), cells((1, 1)), cells((0, 0))], ex, 2, progress=False)
+    f = res.features
+    assert float(f[0] @ f[1]) == pytest.approx(1 / 3, abs=1e-6)
+    assert float(f[0] @ f[2]) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_resnet50_outputs_unit_2048_and_reports_undecodable(random_resnet):
