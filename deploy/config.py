@@ -76,9 +76,20 @@ class TrainSection:
     """A step whose share of NaN (failed) rewards exceeds this stops the run."""
     checkpoint_every: int = 0
     """Checkpoint every k steps (0: only at the end and on SIGTERM / Ctrl-C)."""
+    grad_cosine_every: int = 0
+    """Every k steps (and at the first), log grad/cos_und_gen: the cosine between the
+    understanding and generation losses' gradients on the shared parameters, from the same
+    batch before its update (PairUni Fig. 1). Costs one extra backward per task. 0: off."""
 
     def validate(self) -> None:
         check(self.steps >= 1, "train.steps", self.steps, "must be >= 1", "use e.g. 100")
+        check(
+            self.grad_cosine_every >= 0,
+            "train.grad_cosine_every",
+            self.grad_cosine_every,
+            "must be >= 0",
+            "use 0 (off) or e.g. 10",
+        )
         check(
             self.pairs_per_step >= 1,
             "train.pairs_per_step",
@@ -123,6 +134,10 @@ class SftSection:
     """Optimiser steps."""
     pairs_per_step: int = 16
     """Pairs per step; each gives one understanding and one generation example."""
+    und_per_step: int = 0
+    """Understanding examples per step when the tasks should differ (0: pairs_per_step)."""
+    gen_per_step: int = 0
+    """Generation examples per step when the tasks should differ (0: pairs_per_step)."""
     lr: float = 1e-3
     """Learning rate of SFT (RL keeps learner.lr)."""
 
@@ -136,6 +151,13 @@ class SftSection:
             "use e.g. 16",
         )
         check(self.lr > 0, "sft.lr", self.lr, "must be > 0", "use 1e-3 for the tiny model")
+        for key in ("und_per_step", "gen_per_step"):
+            v = getattr(self, key)
+            check(v >= 0, f"sft.{key}", v, "must be >= 0", "use 0 (sft.pairs_per_step)")
+
+    def per_step(self, task: str) -> int:
+        """Examples of ``task`` (und | gen) per step."""
+        return getattr(self, f"{task}_per_step") or self.pairs_per_step
 
 
 @dataclass(frozen=True)
@@ -154,6 +176,10 @@ class QuickstartSection:
     """K of `pairuni pair` on the toy world (aligned pairs)."""
     threshold: float = 0.9
     """δ of `pairuni pair` on the toy world (retrieved pairs)."""
+    pair_features: str = "resnet50"
+    """Image features `pairuni pair` compares on the toy world: resnet50 (random weights:
+    every toy image looks alike to it, s >= 0.99, so w_p ~ 1) | pixels (the image itself:
+    similarities spread, so with a lower threshold the Pair-GRPO weight varies)."""
     eval_image_samples: int = 4
     """Images sampled per held-out prompt to measure the generation reward."""
     eval_answer_samples: int = 8
@@ -169,6 +195,13 @@ class QuickstartSection:
             "use 128",
         )
         check(self.tiny_layers >= 1, "quickstart.tiny_layers", self.tiny_layers, ">= 1", "use 2")
+        check(
+            self.pair_features in ("resnet50", "pixels"),
+            "quickstart.pair_features",
+            self.pair_features,
+            "must be resnet50 or pixels",
+            "use resnet50 (the paper's extractor) or pixels (spread similarities)",
+        )
         for key in (
             "und_train",
             "gen_train",

@@ -5,6 +5,8 @@
 Each step draws ``sft.pairs_per_step`` pairs (seeded shuffle, epochs as needed); every pair
 gives an understanding example (its image + question -> the answer's tokens and EOS) and a
 generation example (its prompt -> the VQ codes of its image, ``UnifiedModel.encode_images``).
+``sft.und_per_step`` / ``sft.gen_per_step`` draw the two halves in different numbers when
+the tasks should get different amounts of supervision.
 The loss is ``learner.losses.nll_loss`` (the "nll" entry of ``POLICY_LOSSES``) with the
 run's ``learner.loss_agg``; the update is one step of the same DeepSpeed engine the RL
 learner uses (``learner.learner.Learner``: optimiser registry, gradient clipping, ZeRO, bf16
@@ -125,8 +127,8 @@ def run_sft(cfg: RunConfig, out: str | Path | None = None) -> Path:
     t0 = time.perf_counter()
     try:
         for step in tqdm(range(1, s.steps + 1), desc="sft", unit="step"):
-            und_idx = streams["und"].take(s.pairs_per_step)
-            gen_idx = streams["gen"].take(s.pairs_per_step)
+            und_idx = streams["und"].take(s.per_step("und"))
+            gen_idx = streams["gen"].take(s.per_step("gen"))
             m = sft_step(learner, data, und_idx, gen_idx, cfg.learner.loss_agg)
             m["time/elapsed"] = time.perf_counter() - t0
             writer.write(step, m)
