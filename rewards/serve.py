@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import threading
 from typing import Any
 
@@ -97,7 +98,9 @@ class _Endpoint:
         """Handle API: validate ``payload`` (raises ``RewardInputError``) and score its items."""
         items = parse_request(self.item_parser or self.endpoint, payload, self.lim)
         scored = await asyncio.gather(*[self._batched(item) for item in items])
-        out = {"endpoint": self.endpoint, "rewards": [float(r) for r, _ in scored]}
+        # a reward that failed (NaN) is JSON null: the client reads null back as NaN
+        rewards = [None if math.isnan(r) else float(r) for r, _ in scored]
+        out = {"endpoint": self.endpoint, "rewards": rewards}
         if any(d for _, d in scored):
             out["details"] = [{k: float(v) for k, v in d.items()} for _, d in scored]
         return {**out, **self._extra()}

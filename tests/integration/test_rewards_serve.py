@@ -125,7 +125,7 @@ def test_toy_judge_reports_its_terms_beside_the_reward(served):
     assert r.status_code == 200, r.text
     got = r.json()
     assert got["rewards"][:2] == [toy_judge_reward(im, prompt) for im in imgs] == [1.0, 0.0]
-    assert math.isnan(got["rewards"][2])
+    assert got["rewards"][2] is None  # a failed reward is JSON null (NaN is not JSON)
     assert got["details"][:2] == [judge_details(im, prompt) for im in imgs]
     assert got["details"][0]["strict"] == 1.0 and got["details"][1]["position"] == 0.0
     assert got["details"][2] == {}
