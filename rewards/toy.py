@@ -11,16 +11,24 @@ cross in the top left on a black background", with four terms in [0, 1]:
   of the prompt's shape anywhere on the grid;
 * position: 1 if the centroid of the prompt-coloured cells lies in the prompt's quadrant.
 
-The reward is the **product** of the four terms. An image is right only when all four are,
-and the product gives nothing for an image that gets some attributes right and one wrong:
-a few cells of the right colour in the wrong corner score 0. (The first version took the
-mean of the terms, and RL found its cheapest partial credit: a couple of cells of the
-prompt's colour in the top-left corner on the right background earned ~0.55 whatever shape
-and position the prompt asked.) The product still grades a partly drawn shape in the right
-place (one cell of a five-cell cross in the asked quadrant: 1 x 1 x 1/5 x 1), so RL has a
-gradient before the first fully correct image. ``strict_success`` is the yes/no version:
-all four terms exactly 1 (the asked shape, in the asked colour, in the asked quadrant,
-nothing else on the asked background).
+``strict_success`` is the yes/no verdict: all four terms exactly 1 (the asked shape, in the
+asked colour, in the asked quadrant, nothing else on the asked background). The reward is
+
+    reward = 1/2 * (background x colour x shape x position) + 1/2 * strict_success
+
+Half of it says how close the image is, half that it is exactly right:
+
+* the **product** gives nothing to an image that gets one attribute wholly wrong: a few
+  cells of the right colour in the wrong corner score 0. (The first version took the mean
+  of the terms, and RL found its cheapest partial credit: a couple of cells of the prompt's
+  colour in the top-left corner on the right background earned ~0.55 whatever shape and
+  position the prompt asked.) It still grades a partly drawn shape in the right place (one
+  cell of a five-cell cross in the asked quadrant: 1 x 1 x 1/5 x 1), so RL has a gradient
+  before its first exactly right image;
+* the **strict half** doubles the gap between a near miss and the real thing: four of a
+  cross's five cells earn 0.4, the whole cross 1.0 (with the product alone, 0.8 vs 1.0).
+  Measured from a seed-0 quickstart start (250 SFT steps, 150 RL steps): held-out strict
+  success 0.195 with the product alone, 0.242 with this reward.
 
 A prompt outside the grammar is not scored (``None``, which the endpoint reports as a
 failed reward, never as a number). HPSv2 stays the real-world default; this judge says
@@ -118,11 +126,12 @@ def judge_details(image: np.ndarray, prompt: str) -> dict[str, float] | None:
 
 
 def reward_of_terms(terms: dict[str, float]) -> float:
-    """The judge's reward: the product of the four terms (module docstring)."""
-    return float(np.prod([terms[t] for t in TERMS]))
+    """The judge's reward in [0, 1]: half the product of the four terms, half strict success
+    (module docstring)."""
+    return 0.5 * float(np.prod([terms[t] for t in TERMS])) + 0.5 * float(strict_success(terms))
 
 
 def toy_judge_reward(image: np.ndarray, prompt: str) -> float | None:
-    """Product of the four terms in [0, 1] (module docstring); None outside the toy grammar."""
+    """``reward_of_terms`` of the image's four terms; None outside the toy grammar."""
     terms = judge_terms(image, prompt)
     return None if terms is None else reward_of_terms(terms)

@@ -59,7 +59,8 @@ def test_extra_cell():
     img = grid({**SQUARE, (3, 3): "red"})
     t = judge_terms(img, PROMPT)
     assert t == pytest.approx({"background": 11 / 12, "colour": 1.0, "shape": 0.8, "position": 1.0})
-    assert toy_judge_reward(img, PROMPT) == pytest.approx(11 / 12 * 1 * 0.8 * 1)
+    # not exactly right: the strict half is 0, the product half 11/12 x 1 x 0.8 x 1
+    assert toy_judge_reward(img, PROMPT) == pytest.approx(0.5 * 11 / 12 * 0.8)
     assert not strict_success(t)
     assert judge_details(img, PROMPT)["strict"] == 0.0
 
@@ -70,7 +71,7 @@ def test_partial_credit_in_the_wrong_place_earns_nothing():
     # 14 / (16 - 5) -> capped at 1; colour 2 / 2 = 1; best cross Jaccard: the cross at rows
     # 0-2, cols 0-2 holds (0, 1) only -> 1 / (2 + 5 - 1) = 1/6; centroid row 0.5, col 1.0
     # -> top left, not bottom right -> position 0. Mean (1 + 1 + 1/6 + 0) / 4 = 0.54;
-    # product 0.
+    # product 0, strict 0 -> 0.
     img = grid({(0, 0): "red", (0, 1): "red"})
     prompt = "a red cross in the bottom right on a white background"
     t = judge_terms(img, prompt)
@@ -81,12 +82,17 @@ def test_partial_credit_in_the_wrong_place_earns_nothing():
 def test_partly_drawn_shape_in_the_right_place_is_graded():
     # One red cell at (3, 2) for "a red cross in the bottom right": background 15 / 11 -> 1,
     # colour 1, shape: the cross centred at (2, 2) has (3, 2) as its lower arm -> Jaccard
-    # 1 / 5; position: centroid row 3.5, col 2.5 -> bottom right -> 1. Product 1/5: less
-    # than a whole cross, more than nothing. ((3, 3) would score 0: no cross on the grid
-    # holds a corner cell.)
+    # 1 / 5; position: centroid row 3.5, col 2.5 -> bottom right -> 1. Product 1/5, not
+    # strict: reward 1/10, less than a whole cross, more than nothing. ((3, 3) would score
+    # 0: no cross on the grid holds a corner cell.)
     img = grid({(3, 2): "red"})
     prompt = "a red cross in the bottom right on a white background"
-    assert toy_judge_reward(img, prompt) == pytest.approx(1 / 5)
+    assert toy_judge_reward(img, prompt) == pytest.approx(1 / 10)
+    # four of the cross's five cells: Jaccard 4/5 -> 0.4; the whole cross -> 1.0
+    cross = {(1, 2): "red", (2, 1): "red", (2, 2): "red", (2, 3): "red", (3, 2): "red"}
+    near = {k: v for k, v in cross.items() if k != (3, 2)}
+    assert toy_judge_reward(grid(near), prompt) == pytest.approx(0.4)
+    assert toy_judge_reward(grid(cross), prompt) == 1.0
 
 
 def test_grey_is_other_and_bad_input():
