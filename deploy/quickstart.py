@@ -62,12 +62,15 @@ def load_heldout(world: dict) -> tuple[list, list]:
 
 
 def evaluate(model, und: list, prompts: list[str], cfg: RunConfig, seed: int) -> dict:
-    """Held-out und accuracy, greedy and sampled, and the mean toy-judge reward of sampled
-    images (``cfg.quickstart.eval_*_samples`` per item, ``cfg.model`` sampling settings)."""
+    """Held-out understanding accuracy, greedy and sampled, overall and per category; and on
+    sampled images (``cfg.quickstart.eval_*_samples`` per item, ``cfg.model`` sampling
+    settings): the toy judge's reward, each of its terms, the strict success rate (all four
+    terms 1: the asked shape, colour, quadrant and background, nothing else) and the number
+    of distinct images among a prompt's samples (1 = collapsed onto one image)."""
     import torch
 
     from rewards.accuracy import accuracy_reward, extract_choice
-    from rewards.toy import toy_judge_reward
+    from rewards.toy import TERMS, judge_details, parse_prompt, reward_of_terms
 
     images_in, questions = [x[0] for x in und], [x[1] for x in und]
     n_img, n_ans = cfg.quickstart.eval_image_samples, cfg.quickstart.eval_answer_samples
@@ -87,21 +90,38 @@ def evaluate(model, und: list, prompts: list[str], cfg: RunConfig, seed: int) ->
     sampled = [
         accuracy_reward(txt, und[i // n_ans][2], kind="choice") for i, txt in enumerate(ts.texts)
     ]  # [Q * n_ans]
-    per_cat: dict[str, list[float]] = {}
-    for c, x in zip(correct, und):
-        per_cat.setdefault(x[3], []).append(c)
-    rewards = np.array(
-        [toy_judge_reward(img, prompts[i // n_img]) for i, img in enumerate(images)]
-    )  # [P * n]
+    details = [judge_details(img, prompts[i // n_img]) for i, img in enumerate(images)]
+    rewards = np.array([reward_of_terms(d) for d in details])  # [P * n]
+    distinct = [
+        len({im.tobytes() for im in images[i : i + n_img]}) for i in range(0, len(images), n_img)
+    ]
     return {
         "und_accuracy": float(np.mean(correct)),
         "und_accuracy_sampled": float(np.mean(sampled)),
         "und_answered_sampled": float(np.mean([extract_choice(x) is not None for x in ts.texts])),
-        "und_accuracy_by_category": {k: float(np.mean(v)) for k, v in sorted(per_cat.items())},
+        "und_accuracy_by_category": _by_category(correct, [x[3] for x in und]),
+        "und_accuracy_sampled_by_category": _by_category(
+            sampled, [und[i // n_ans][3] for i in range(len(sampled))]
+        ),
         "gen_reward": float(rewards.mean()),
         "gen_reward_prompt_std": float(rewards.reshape(len(prompts), n_img).mean(1).std()),
+        "gen_terms": {k: float(np.mean([d[k] for d in details])) for k in TERMS},
+        "gen_strict_success": float(np.mean([d["strict"] for d in details])),
+        "gen_strict_by_shape": _by_category(
+            [d["strict"] for d in details],
+            [parse_prompt(prompts[i // n_img])["shape"] for i in range(len(details))],
+        ),
+        "gen_strict_by_image": [bool(d["strict"]) for d in details],
+        "gen_distinct_per_prompt": float(np.mean(distinct)),
         "images": images,
     }
+
+
+def _by_category(values: list[float], categories: list[str]) -> dict[str, float]:
+    per_cat: dict[str, list[float]] = {}
+    for v, c in zip(values, categories):
+        per_cat.setdefault(c, []).append(v)
+    return {k: float(np.mean(v)) for k, v in sorted(per_cat.items())}
 
 
 # ----------------------------------------------------------------------------- steps
@@ -118,9 +138,11 @@ def build_pairs(cfg: RunConfig, world: dict, run_dir: Path) -> tuple[str, dict]:
         und=UnderstandingSource(paths=(world["und_train"],)),
         gen=GenerationSource(format="webdataset", paths=(world["gen_train"],)),
         features=FeatureConfig(
-            extractor="resnet50",
+            extractor=q.pair_features,
             allow_random_weights=True,  # no weights here; the toy images are flat colours
-            image_size=32,  # flat-colour cells: 32 px keep them, at a quarter of the cost
+            # flat-colour cells: 32 px keep them for resnet50 at a quarter of the cost; pixels
+            # keeps 4 x 4 px per cell
+            image_size=32 if q.pair_features == "resnet50" else 16,
             batch_size=64,
             cache_dir="",
         ),
@@ -160,7 +182,10 @@ def pair_agreement(manifest: str, world: dict) -> dict:
 
 
 def build_base_model(cfg: RunConfig, path: Path) -> Path:
-    """The tiny Janus of the configured shape with the palette VQ, saved as a checkpoint."""
+    """The tiny Janus of the configured shape with the palette VQ tokenizer and the palette
+    vision tower (closed-form stand-ins for the pretrained ones a real Janus has; see
+    ``models/palette_vq.py`` and ``models/palette_vision.py``), saved as a checkpoint."""
+    from models.palette_vision import set_palette_vision
     from models.palette_vq import set_palette_vq
     from models.tiny import TinyShape
     from models.unified import tiny_unified_model
@@ -174,14 +199,17 @@ def build_base_model(cfg: RunConfig, path: Path) -> Path:
     )
     m = tiny_unified_model(cfg.model.seed, shape)
     set_palette_vq(m.hf.model.vqmodel)
+    set_palette_vision(m.hf.model.vision_model)
     m.save(path)
     return path
 
 
 def image_grid(
-    before: np.ndarray, after: np.ndarray, prompts: list[str], n: int, out: Path, rows: int = 8
+    before: dict, after: dict, prompts: list[str], n: int, out: Path, rows: int = 8
 ) -> Path:
-    """One row per held-out prompt: its n images before RL | its n images after RL."""
+    """One row per held-out prompt: its n images before RL | its n images after RL. Each image
+    is framed green when it is strictly right (the toy judge's four terms all 1), red when not,
+    and each half of a row says how many of its n are right."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,17 +218,25 @@ def image_grid(
     rows = min(rows, len(prompts))
     fig, axes = plt.subplots(rows, 2 * n, figsize=(1.3 * 2 * n, 1.45 * rows), squeeze=False)
     for r in range(rows):
-        for j in range(n):
-            for k, imgs in enumerate((before, after)):
+        for k, res in enumerate((before, after)):
+            ok = res["gen_strict_by_image"][r * n : (r + 1) * n]
+            for j in range(n):
                 ax = axes[r, k * n + j]
-                ax.imshow(imgs[r * n + j])
+                ax.imshow(res["images"][r * n + j])
                 ax.set_xticks([])
                 ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_color("tab:green" if ok[j] else "tab:red")
+                    spine.set_linewidth(2.5)
+            axes[r, k * n].set_title(f"{sum(ok)}/{n} right", fontsize=6, loc="left", pad=2)
         axes[r, 0].set_ylabel(
             prompts[r].replace(" on a ", "\non a "), fontsize=5, rotation=0, ha="right"
         )
-    axes[0, 0].set_title("before RL (SFT)", fontsize=8, loc="left")
-    axes[0, n].set_title("after Pair-GRPO", fontsize=8, loc="left")
+    fig.suptitle(
+        "held-out prompts: before RL (SFT, left) | after RL (right); green frame = the asked "
+        "shape, colour, quadrant and background exactly",
+        fontsize=7,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -208,39 +244,58 @@ def image_grid(
 
 
 def plot_quickstart(metrics_path: Path, summary: dict, out: Path) -> Path:
-    """Training rewards per step (accuracy, toy judge) with the held-out start/end values."""
+    """Per RL step on the training rollouts: understanding accuracy; each toy-judge term and
+    the strict success rate; distinct samples per request (a collapse shows as a fall to 1).
+    Held-out start/end values are the dashed black lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from deploy.metrics import read_metrics
+    from rewards.toy import TERMS
 
     rows = read_metrics(metrics_path)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, key, start, end, title in (
-        (
-            axes[0],
-            "reward/und_mean",
-            "und_accuracy_start",
-            "und_accuracy_end",
-            "understanding accuracy",
-        ),
-        (axes[1], "reward/gen_mean", "gen_reward_start", "gen_reward_end", "toy judge reward"),
-    ):
+    last = rows[-1]["step"] if rows else 1
+
+    def curve(ax, key: str, label: str, smooth: bool = True, **kw) -> None:
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-        if pts:
-            x, y = zip(*pts)
-            ax.plot(x, y, ".", alpha=0.4, label="training rollouts")
-            k = max(1, len(y) // 8)
-            ax.plot(x[k - 1 :], np.convolve(y, np.ones(k) / k, mode="valid"), label=f"mean of {k}")
-        last = rows[-1]["step"] if rows else 1
-        ax.plot([0, last], [summary[start], summary[end]], "o--", color="k", label="held-out")
-        ax.set_title(title, fontsize=9)
+        if not pts:
+            return
+        x, y = zip(*pts)
+        k = max(1, len(y) // 12) if smooth else 1
+        ax.plot(x[k - 1 :], np.convolve(y, np.ones(k) / k, mode="valid"), label=label, **kw)
+
+    def heldout(ax, key: str) -> None:
+        ax.plot(
+            [0, last],
+            [summary[f"{key}_start"], summary[f"{key}_end"]],
+            "o--",
+            color="k",
+            label="held-out",
+        )
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    ax = axes[0]
+    curve(ax, "reward/und_mean", "training accuracy")
+    heldout(ax, "und_accuracy_sampled")
+    ax.set_title("understanding accuracy (sampled)", fontsize=9)
+    ax = axes[1]
+    for term in TERMS:
+        curve(ax, f"reward_detail/toy_judge/{term}_mean", term, lw=1)
+    curve(ax, "reward_detail/toy_judge/strict_mean", "strict success", lw=2.5, color="k")
+    heldout(ax, "gen_strict_success")
+    ax.set_title("generation: toy-judge terms and strict success", fontsize=9)
+    ax = axes[2]
+    for task in ("und", "gen"):
+        curve(ax, f"rollout/{task}_distinct_per_request", task)
+    ax.set_title("distinct samples per request (training)", fontsize=9)
+    for i, ax in enumerate(axes):
         ax.set_xlabel("RL step")
-        ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
+        if i < 2:
+            ax.set_ylim(0, 1.02)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -348,18 +403,10 @@ def run_quickstart(cfg: RunConfig) -> dict:
     _lap(times, "eval_after", t)
     before = ws.before
     summary = {
-        "und_accuracy_start": before["und_accuracy"],
-        "und_accuracy_end": after["und_accuracy"],
-        "gen_reward_start": before["gen_reward"],
-        "gen_reward_end": after["gen_reward"],
-        "und_accuracy_sampled_start": before["und_accuracy_sampled"],
-        "und_accuracy_sampled_end": after["und_accuracy_sampled"],
-        "und_answered_sampled_start": before["und_answered_sampled"],
-        "und_answered_sampled_end": after["und_answered_sampled"],
+        **start_end(before, after),
         "und_accuracy_untrained": ws.untrained["und_accuracy"],
         "gen_reward_untrained": ws.untrained["gen_reward"],
-        "und_accuracy_by_category_start": before["und_accuracy_by_category"],
-        "und_accuracy_by_category_end": after["und_accuracy_by_category"],
+        "gen_strict_success_untrained": ws.untrained["gen_strict_success"],
         "heldout": {
             "und_items": len(ws.und),
             "gen_prompts": len(ws.prompts),
@@ -375,12 +422,34 @@ def run_quickstart(cfg: RunConfig) -> dict:
         "load_average": list(os.getloadavg()),
     }
     n = q.eval_image_samples
-    image_grid(
-        before["images"], after["images"], ws.prompts, n, run_dir / "samples_before_after.png"
-    )
+    image_grid(before, after, ws.prompts, n, run_dir / "samples_before_after.png")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_quickstart(run_dir / "metrics.jsonl", summary, run_dir / "quickstart_curves.png")
     return summary
+
+
+REPORTED = (
+    "und_accuracy",
+    "und_accuracy_sampled",
+    "und_answered_sampled",
+    "und_accuracy_by_category",
+    "und_accuracy_sampled_by_category",
+    "gen_reward",
+    "gen_terms",
+    "gen_strict_success",
+    "gen_strict_by_shape",
+    "gen_distinct_per_prompt",
+)
+"""What ``evaluate`` measures that the summary (and ``bench.ablation``) report before and
+after RL, as ``<key>_start`` (the SFT model) and ``<key>_end`` (the RL policy)."""
+
+
+def start_end(before: dict, after: dict) -> dict:
+    """``<key>_start`` / ``<key>_end`` for every key of ``REPORTED``."""
+    out = {}
+    for key in REPORTED:
+        out[f"{key}_start"], out[f"{key}_end"] = before[key], after[key]
+    return out
 
 
 def _replace(cfg: RunConfig, **sections: dict) -> RunConfig:
@@ -394,15 +463,41 @@ def _replace(cfg: RunConfig, **sections: dict) -> RunConfig:
     return new
 
 
+def report_lines(s: dict) -> list[str]:
+    """The held-out results, SFT start -> after RL, one measure per line."""
+
+    def row(label: str, start: float, end: float) -> str:
+        return f"  {label:<34}{start:6.3f} -> {end:6.3f}  ({end - start:+.3f})"
+
+    lines = ["held-out generation (toy judge), SFT -> after RL:"]
+    lines.append(row("strict success (all four terms 1)", *_se(s, "gen_strict_success")))
+    for shape, start in s["gen_strict_by_shape_start"].items():
+        end = s["gen_strict_by_shape_end"][shape]
+        lines.append(row(f"strict success, {shape} prompts", start, end))
+    for term in s["gen_terms_start"]:
+        lines.append(row(f"term: {term}", s["gen_terms_start"][term], s["gen_terms_end"][term]))
+    lines.append(row("reward (1/2 product + 1/2 strict)", *_se(s, "gen_reward")))
+    lines.append(row("distinct images per prompt", *_se(s, "gen_distinct_per_prompt")))
+    lines.append("held-out understanding accuracy, SFT -> after RL:")
+    lines.append(row("greedy", *_se(s, "und_accuracy")))
+    lines.append(row("sampled as RL samples", *_se(s, "und_accuracy_sampled")))
+    for how, key in (
+        ("greedy", "und_accuracy_by_category"),
+        ("sampled", "und_accuracy_sampled_by_category"),
+    ):
+        for cat, start in s[f"{key}_start"].items():
+            lines.append(row(f"{how}, {cat} questions", start, s[f"{key}_end"][cat]))
+    return lines
+
+
+def _se(s: dict, key: str) -> tuple[float, float]:
+    return s[f"{key}_start"], s[f"{key}_end"]
+
+
 def _print_where(summary: dict, run_dir: Path) -> None:
     s = summary
+    print("\n" + "\n".join(report_lines(s)))
     print(
-        f"\nheld-out understanding accuracy: {s['und_accuracy_start']:.3f} (SFT) -> "
-        f"{s['und_accuracy_end']:.3f} (after RL); untrained {s['und_accuracy_untrained']:.3f}\n"
-        f"  sampled as RL samples:          {s['und_accuracy_sampled_start']:.3f} (SFT) -> "
-        f"{s['und_accuracy_sampled_end']:.3f} (after RL)\n"
-        f"held-out toy-judge reward:       {s['gen_reward_start']:.3f} (SFT) -> "
-        f"{s['gen_reward_end']:.3f} (after RL); untrained {s['gen_reward_untrained']:.3f}\n"
         f"wall time {s['wall_s']} s; load average {s['load_average'][0]:.1f}\n\nLook at:\n"
         f"  {run_dir / 'summary.json'}\n  {run_dir / 'quickstart_curves.png'}\n"
         f"  {run_dir / 'samples_before_after.png'}\n  {run_dir / 'curves.png'}\n"
