@@ -10,10 +10,15 @@ is shared by the three variants, so they differ only in RL:
 * ``random``: understanding and generation halves re-matched by a seeded permutation
   (``kind=retrieved``, w_p = 1: a random match has no similarity), trained with grpo.
 
-Reported per variant: held-out understanding accuracy (greedy and sampled) and toy-judge
-reward gains over the SFT start (mean and sample std over seeds, and each seed's value), written to
-``<run.root>/ablation/results.json``. This measures the paper's claim on this world; it
-does not assume it.
+Reported per variant, as gains over the SFT start (mean and sample std over seeds, and
+each seed's value): every measure the quickstart reports (``deploy.quickstart.REPORTED``:
+held-out understanding accuracy greedy and sampled, overall and per category; the toy
+judge's strict success, each of its terms, its reward; distinct images per prompt), and
+the mean over the run of ``grad/cos_und_gen`` (the cosine between the two tasks' gradients,
+PairUni Fig. 1; logged every ``train.grad_cosine_every`` steps). The pair weights the run
+trained with are summarised too (their spread decides how much pair_grpo can differ from
+grpo). Written to ``<run.root>/ablation/results.json``. This measures the paper's claim on
+this world; it does not assume it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -29,7 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from deploy.config import RunConfig, load_config
-from deploy.quickstart import DEFAULT_CONFIG, _replace, evaluate_dir, reinforce, warm_start
+from deploy.quickstart import (
+    DEFAULT_CONFIG,
+    REPORTED,
+    _replace,
+    evaluate_dir,
+    reinforce,
+    warm_start,
+)
 
 VARIANTS = ("pair_grpo", "grpo", "random")
 
@@ -60,17 +73,53 @@ def random_pairs(manifest: str, out: str, seed: int) -> str:
     return out
 
 
-def run_seed(base: RunConfig, seed: int, root: Path) -> dict:
+def flat(d: dict, prefix: str = "") -> dict[str, float]:
+    """Nested measures as one level: ``{"gen_terms": {"shape": x}}`` -> ``{"gen_terms.shape": x}``."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = float(v)
+    return out
+
+
+def measures(result: dict) -> dict[str, float]:
+    """The reported measures of one ``deploy.quickstart.evaluate`` result, flattened."""
+    return flat({k: result[k] for k in REPORTED})
+
+
+def mean_metric(metrics_path: Path, key: str) -> float:
+    """Mean of ``key`` over the rows of a run's metrics.jsonl that have it (NaN if none)."""
+    from deploy.metrics import read_metrics
+
+    vals = [r[key] for r in read_metrics(metrics_path) if r.get(key) is not None]
+    vals = [v for v in vals if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def weight_summary(manifest: str) -> dict[str, float]:
+    """Spread of the Pair-GRPO weights w_p of a manifest's retrieved pairs."""
+    from pairing.manifest import read_manifest
+
+    w = np.array([p.weight for p in read_manifest(manifest) if p.kind == "retrieved"])
+    if not len(w):
+        return {"retrieved": 0}
+    return {
+        "retrieved": len(w),
+        "min": float(w.min()),
+        "mean": float(w.mean()),
+        "max": float(w.max()),
+    }
+
+
+def run_seed(base: RunConfig, seed: int, root: Path, variants=VARIANTS) -> dict:
     cfg = _replace(base, run={"seed": seed, "root": str(root), "name": f"seed{seed}"})
     times: dict[str, float] = {}
     ws = warm_start(cfg, times)
-    start = {
-        "und": ws.before["und_accuracy"],
-        "und_sampled": ws.before["und_accuracy_sampled"],
-        "gen": ws.before["gen_reward"],
-    }
-    out = {"start": start, "variants": {}}
-    for variant in VARIANTS:
+    start = measures(ws.before)
+    out = {"start": start, "pair_weights": weight_summary(ws.manifest), "variants": {}}
+    for variant in variants:
         t0 = time.perf_counter()
         algo = "pair_grpo" if variant == "pair_grpo" else "grpo"
         vcfg = _replace(cfg, run={"name": f"seed{seed}_{variant}"}, learner={"algorithm": algo})
@@ -80,32 +129,56 @@ def run_seed(base: RunConfig, seed: int, root: Path) -> dict:
                 ws.manifest, str(root / f"seed{seed}_random_pairs.parquet"), seed
             )
         final = reinforce(vcfg, ws, manifest)
-        end = evaluate_dir(vcfg, ws, final)
+        end = measures(evaluate_dir(vcfg, ws, final))
+        metrics = Path(vcfg.run.dir) / "metrics.jsonl"
         out["variants"][variant] = {
-            "und_gain": end["und_accuracy"] - start["und"],
-            "und_sampled_gain": end["und_accuracy_sampled"] - start["und_sampled"],
-            "gen_gain": end["gen_reward"] - start["gen"],
-            "und_end": end["und_accuracy"],
-            "gen_end": end["gen_reward"],
+            "gain": {k: end[k] - start[k] for k in start},
+            "end": end,
+            "grad_cos_und_gen": mean_metric(metrics, "grad/cos_und_gen"),
             "seconds": round(time.perf_counter() - t0, 1),
         }
-        print(f"[ablation] seed {seed} {variant}: {out['variants'][variant]}", flush=True)
+        gain = out["variants"][variant]["gain"]
+        print(
+            f"[ablation] seed {seed} {variant}: strict {gain['gen_strict_success']:+.3f}, "
+            f"position {gain['gen_terms.position']:+.3f}, und sampled "
+            f"{gain['und_accuracy_sampled']:+.3f}, cos(und, gen) "
+            f"{out['variants'][variant]['grad_cos_und_gen']:+.3f}",
+            flush=True,
+        )
     return out
 
 
+def _stats(vals: list[float]) -> dict:
+    a = np.array(vals, dtype=np.float64)
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+        "per_seed": [round(float(v), 4) for v in a],
+    }
+
+
 def summarise(per_seed: dict[int, dict]) -> dict:
+    """Per variant: each measure's gain and the gradient cosine, mean ± std over seeds."""
     table = {}
-    for variant in VARIANTS:
-        row = {}
-        for key in ("und_gain", "und_sampled_gain", "gen_gain"):
-            vals = np.array([r["variants"][variant][key] for r in per_seed.values()])
-            row[key] = {
-                "mean": float(vals.mean()),
-                "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
-                "per_seed": [round(float(v), 4) for v in vals],
-            }
+    for variant in next(iter(per_seed.values()))["variants"]:
+        runs = [r["variants"][variant] for r in per_seed.values()]
+        row = {k: _stats([r["gain"][k] for r in runs]) for k in runs[0]["gain"]}
+        row["grad_cos_und_gen"] = _stats([r["grad_cos_und_gen"] for r in runs])
         table[variant] = row
     return table
+
+
+COLUMNS = (
+    ("gen_strict_success", "strict"),
+    ("gen_terms.position", "position"),
+    ("gen_terms.shape", "shape"),
+    ("und_accuracy", "und greedy"),
+    ("und_accuracy_sampled", "und sampled"),
+    ("und_accuracy_sampled_by_category.position", "und s. position"),
+    ("und_accuracy_sampled_by_category.count", "und s. count"),
+    ("grad_cos_und_gen", "cos(und, gen)"),
+)
+"""The printed table's columns: (key in the summary, heading); every key is in results.json."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -114,6 +187,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.ablation", description=__doc__)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="RL variants"
+    )
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
@@ -126,23 +202,31 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(base.run.root) / "ablation"
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    per_seed = {s: run_seed(base, s, root) for s in args.seeds}
-    table = summarise(per_seed)
-    result = {
-        "table": table,
-        "per_seed": per_seed,
-        "rl_steps": base.train.steps,
-        "sft_steps": base.sft.steps,
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "load_average": list(os.getloadavg()),
-    }
-    (root / "results.json").write_text(json.dumps(result, indent=2))
-    heads = ("und gain, greedy", "und gain, sampled", "gen gain")
-    print(f"\n{'variant':<10}" + "".join(f"{h + ' (mean ± std)':>32}" for h in heads))
+    per_seed: dict[int, dict] = {}
+    for seed in args.seeds:  # results.json is rewritten after every seed: nothing is lost
+        per_seed[seed] = run_seed(base, seed, root, args.variants)
+        table = summarise(per_seed)
+        result = {
+            "table": table,
+            "per_seed": per_seed,
+            "seeds_done": list(per_seed),
+            "overrides": args.overrides,
+            "rl_steps": base.train.steps,
+            "sft_steps": base.sft.steps,
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "load_average": list(os.getloadavg()),
+        }
+        (root / "results.json").write_text(json.dumps(result, indent=2))
+    print("\ngains over the SFT start, mean ± std over seeds " + str(args.seeds))
+    print(f"{'variant':<10}" + "".join(f"{h:>17}" for _, h in COLUMNS))
     for v, row in table.items():
-        cells = [row[k] for k in ("und_gain", "und_sampled_gain", "gen_gain")]
-        print(f"{v:<10}" + "".join(f"{c['mean']:>+24.3f} ± {c['std']:.3f}" for c in cells))
-    print(f"seeds {args.seeds}; {result['wall_s']} s; results: {root / 'results.json'}")
+        print(
+            f"{v:<10}"
+            + "".join(f"{row[k]['mean']:>+10.3f} ±{row[k]['std']:.3f}" for k, _ in COLUMNS)
+        )
+    for s, r in per_seed.items():
+        print(f"seed {s}: pair weights of retrieved pairs {r['pair_weights']}")
+    print(f"{result['wall_s']} s; results: {root / 'results.json'}")
     return 0
 
 
