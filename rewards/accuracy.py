@@ -32,10 +32,9 @@ letters, "the sky is blue, not red"), and so does a response with **no candidate
 ``accuracy_reward`` scores None as 0.0.
 
 Math answers (``kind="math"``) are compared with ``math_verify.parse``/``verify``
-(equivalent expressions, numbers to 6 decimals). Their signal-based timeouts only work on a
-process's main thread, and Serve replicas run handlers elsewhere, so they are turned off
-here (``parsing_timeout=None``, ``timeout_seconds=None``); the serving layer bounds a request
-by its own timeout instead.
+(equivalent expressions, numbers to 6 decimals), the reference parsed as one LaTeX
+expression (``2x`` is 2x, not 2), in worker processes under a hard time limit
+(``rewards/mathcheck.py``): a check past the limit is a failed reward, NaN, not 0.0.
 
 Text answers (``kind="text"``) compare SQuAD-normalised strings (lower case, punctuation and
 the articles a/an/the removed, whitespace collapsed) of the reference and of the response's
@@ -44,7 +43,6 @@ answer span (levels 1-2) or, without one, the whole response.
 
 from __future__ import annotations
 
-import logging
 import re
 import string
 from collections.abc import Callable
@@ -207,13 +205,9 @@ def _choice_reward(response: str, answer: str, choices: Choices) -> float:
 
 
 def _math_reward(response: str, answer: str, choices: Choices) -> float:
-    from math_verify import parse, verify
+    from rewards.mathcheck import default_checker
 
-    gold = parse(answer, parsing_timeout=None) or parse(f"${answer}$", parsing_timeout=None)
-    pred = parse(response, parsing_timeout=None)
-    if not gold or not pred:
-        return 0.0
-    return float(verify(gold, pred, timeout_seconds=None))
+    return default_checker().score(response, answer)
 
 
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
@@ -244,7 +238,8 @@ KINDS: dict[str, Callable[[str, str, Choices], float]] = {
 def accuracy_reward(
     response: str, answer: str, *, choices: Choices = None, kind: str = "choice"
 ) -> float:
-    """1.0 if ``response`` answers ``answer`` correctly, else 0.0.
+    """1.0 if ``response`` answers ``answer`` correctly, else 0.0; NaN when a math check
+    could not finish (its time limit, a crashed worker: ``rewards.mathcheck``).
 
     ``kind`` picks the comparison from ``KINDS`` (choice | math | text). For ``choice`` the
     reference is a letter or an option text; a response that commits to two options or to
@@ -253,6 +248,3 @@ def accuracy_reward(
     if kind not in KINDS:
         raise ValueError(f"unknown accuracy kind {kind!r}; valid kinds: {sorted(KINDS)}")
     return KINDS[kind](response, answer, choices)
-
-
-logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout disabled" warning

@@ -43,6 +43,11 @@ class RewardsConfig:
     """Accuracy: autoscaling upper bound."""
     accuracy_num_cpus: float = 0.5
     """Accuracy: CPUs reserved per replica."""
+    accuracy_math_timeout_s: float = 5.0
+    """Accuracy: hard limit on one math answer's check (math-verify in a worker process,
+    killed past it); a check over the limit is a failed reward (NaN), counted in healthz."""
+    accuracy_math_workers: int = 2
+    """Accuracy: math checker processes per replica; one hanging check holds one of them."""
 
     hps_checkpoint: str = ""
     """HPSv2: local HPS v2.0/v2.1 `*_compressed.pt` ({'state_dict': ...}). Empty: random weights (tests only)."""
@@ -147,6 +152,20 @@ class RewardsConfig:
             "e.g. [accuracy, hps]",
         )
         check(0 < self.port < 65536, "rewards.port", self.port, "must be in 1..65535", "use 8000")
+        check(
+            self.accuracy_math_timeout_s > 0,
+            "rewards.accuracy_math_timeout_s",
+            self.accuracy_math_timeout_s,
+            "must be > 0",
+            "use 5",
+        )
+        check(
+            self.accuracy_math_workers >= 1,
+            "rewards.accuracy_math_workers",
+            self.accuracy_math_workers,
+            "must be >= 1",
+            "use 2",
+        )
         check(
             self.hps_arch in HPS_ARCHS,
             "rewards.hps_arch",

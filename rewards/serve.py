@@ -68,12 +68,17 @@ class _Endpoint:
         self._batched = serve.batch(
             max_batch_size=cfg.endpoint_setting(self.endpoint, "max_batch_size"),
             batch_wait_timeout_s=cfg.endpoint_setting(self.endpoint, "batch_wait_s"),
+            max_concurrent_batches=self._concurrent_batches(cfg),
         )(self._run_batch)
         self.batches = 0
         self.items = 0
 
     item_parser = ""
     """Name in ``rewards.types.ITEM_PARSERS`` of this endpoint's items (default: its own)."""
+
+    def _concurrent_batches(self, cfg: RewardsConfig) -> int:
+        """Batches scored at once; 1 for a model (one call at a time, weights may change)."""
+        return 1
 
     def _score_items(self, items: list) -> list[float]:  # in a worker thread
         raise NotImplementedError
@@ -143,13 +148,33 @@ class AccuracyDeployment(_Endpoint):
 
     endpoint = "accuracy"
 
+    def __init__(self, cfg: RewardsConfig):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from rewards import mathcheck
+
+        super().__init__(cfg)
+        # math answers are checked in worker processes, each under a hard limit; a hanging
+        # one holds one worker and one thread, and the other items and batches go on
+        self.math = mathcheck.configure(cfg.accuracy_math_workers, cfg.accuracy_math_timeout_s)
+        self._threads = ThreadPoolExecutor(cfg.accuracy_math_workers + 1)
+
+    def _concurrent_batches(self, cfg: RewardsConfig) -> int:
+        return cfg.accuracy_math_workers + 1  # rules only: no weights, no lock needed
+
+    def _locked_score(self, items: list) -> list[tuple[float, dict[str, float]]]:
+        return self._score_detailed(items)
+
     def _score_items(self, items: list) -> list[float]:
         from rewards.accuracy import accuracy_reward
 
-        return [
-            accuracy_reward(it.response, it.answer, choices=it.choices, kind=it.kind)
-            for it in items
-        ]
+        def one(it) -> float:
+            return accuracy_reward(it.response, it.answer, choices=it.choices, kind=it.kind)
+
+        return list(self._threads.map(one, items))
+
+    def _extra(self) -> dict:
+        return {"math_checks": self.math.checks, "math_failures": dict(self.math.failures)}
 
     @accuracy_api.post("/score")
     async def http_score(self, request: Request) -> JSONResponse:

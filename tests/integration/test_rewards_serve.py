@@ -55,6 +55,7 @@ def served(ray_local):
         client_timeout_s=30.0,
         client_max_retries=1,
         client_backoff_s=0.05,
+        accuracy_math_timeout_s=3.0,
     )
     handles = run_endpoints(cfg)
     yield cfg, handles, f"http://127.0.0.1:{cfg.port}"
@@ -321,3 +322,32 @@ def test_client_times_out_retries_and_returns_nan(served):
     assert math.isnan(got[0])
     assert client.requests == 3 and client.retries == 2
     assert "timeout" in next(iter(client.failures))[1]
+
+
+def test_a_hanging_math_answer_fails_alone_and_the_replica_serves_on(served):
+    import threading
+    import time
+
+    _, _, url = served
+    tower = {"items": [{"response": r"\boxed{9^{9^{9^{9}}}}", "answer": "1", "kind": "math"}]}
+    valid = {"items": [{"response": r"\boxed{3x+2}", "answer": "2+3x", "kind": "math"}]}
+    assert httpx.post(f"{url}/accuracy/score", json=valid, timeout=30).json()["rewards"] == [1.0]
+    t0 = time.perf_counter()
+    httpx.post(f"{url}/accuracy/score", json=valid, timeout=30)
+    normal = time.perf_counter() - t0
+    hung: list = []
+    th = threading.Thread(
+        target=lambda: hung.append(httpx.post(f"{url}/accuracy/score", json=tower, timeout=60))
+    )
+    th.start()
+    time.sleep(0.5)  # the tower is being evaluated in one checker process
+    t0 = time.perf_counter()
+    r = httpx.post(f"{url}/accuracy/score", json=valid, timeout=30)
+    assert r.json()["rewards"] == [1.0]
+    assert time.perf_counter() - t0 < normal + 1.0, "a valid request waited for the hanging one"
+    health = httpx.get(f"{url}/accuracy/healthz", timeout=5)  # healthz answers meanwhile
+    assert health.status_code == 200
+    th.join()
+    # past the 3 s limit: a failed reward (JSON null), counted by its reason
+    assert hung[0].status_code == 200 and hung[0].json()["rewards"] == [None]
+    assert httpx.get(f"{url}/accuracy/healthz").json()["math_failures"] == {"timeout": 1}
