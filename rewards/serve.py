@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import threading
 from typing import Any
 
@@ -116,6 +117,8 @@ class _Endpoint:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             return _error(RewardInputError("body", f"malformed JSON ({e})", status=400))
+        except RecursionError:
+            return _error(RewardInputError("body", "JSON nested too deeply", status=400))
         try:
             return JSONResponse(await self.score(payload))
         except RewardInputError as e:
@@ -134,11 +137,23 @@ class _Endpoint:
         }
 
 
+API_DOCS_ENV = "PAIRUNI_REWARD_API_DOCS"
+"""Set to 1 (in the replicas' environment) to serve FastAPI's /docs and /openapi.json."""
+
+
+def _api(title: str) -> FastAPI:
+    """An endpoint's FastAPI app; its generated docs routes are off unless ``API_DOCS_ENV``
+    turns them on (a reward replica answers /score, /healthz and /version, nothing else)."""
+    if os.environ.get(API_DOCS_ENV) == "1":
+        return FastAPI(title=title)
+    return FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+
+
 def _error(e: RewardInputError) -> JSONResponse:
     return JSONResponse({"error": str(e), "field": e.field}, status_code=e.status)
 
 
-accuracy_api = FastAPI(title="pairuni accuracy reward")
+accuracy_api = _api("pairuni accuracy reward")
 
 
 @serve.deployment(name="accuracy")
@@ -185,7 +200,7 @@ class AccuracyDeployment(_Endpoint):
         return self.healthz()
 
 
-hps_api = FastAPI(title="pairuni HPSv2 reward")
+hps_api = _api("pairuni HPSv2 reward")
 
 
 @serve.deployment(name="hps")
@@ -222,7 +237,7 @@ class HpsDeployment(_Endpoint):
         return self.healthz()
 
 
-dual_api = FastAPI(title="pairuni DSR dual-likelihood reward")
+dual_api = _api("pairuni DSR dual-likelihood reward")
 
 
 @serve.deployment(name="dual")
@@ -292,7 +307,7 @@ class DualDeployment(_Endpoint):
         return {"version": self.scorer.version}
 
 
-toy_judge_api = FastAPI(title="pairuni toy-world judge")
+toy_judge_api = _api("pairuni toy-world judge")
 
 
 @serve.deployment(name="toy_judge")

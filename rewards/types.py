@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from PIL import Image
 from rewards.accuracy import KINDS, gold_letter
 
 DUAL_TASKS = ("understanding", "generation")
+LETTERS = string.ascii_uppercase
 
 
 class RewardInputError(ValueError):
@@ -146,11 +148,23 @@ def _text(item: dict, key: str, field: str, lim: Limits, *, empty_ok: bool = Fal
     return value
 
 
+def _check_choice_keys(choices: list | dict, field: str) -> None:
+    """1 to 26 options, lettered A, B, C, ... in order (a dict's keys, either case)."""
+    if not 1 <= len(choices) <= len(LETTERS):
+        raise RewardInputError(field, f"{len(choices)} options; 1 to {len(LETTERS)} (A-Z)")
+    if isinstance(choices, dict):
+        keys = [k.strip().upper() for k in choices]
+        if keys != list(LETTERS[: len(keys)]):
+            raise RewardInputError(
+                field, f"keys {list(choices)} must be the letters A, B, C, ... in order"
+            )
+
+
 def _accuracy_item(item: dict, field: str, lim: Limits) -> AccuracyItem:
     response = _text(item, "response", field, lim, empty_ok=True)
     answer = _text(item, "answer", field, lim)
     kind = item.get("kind", "choice")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise RewardInputError(f"{field}.kind", f"{kind!r} is not one of {sorted(KINDS)}")
     choices = item.get("choices")
     ok = (
@@ -165,6 +179,8 @@ def _accuracy_item(item: dict, field: str, lim: Limits) -> AccuracyItem:
         raise RewardInputError(
             f"{field}.choices", "expected null, a list of strings or an object letter -> string"
         )
+    if choices is not None:
+        _check_choice_keys(choices, f"{field}.choices")
     if kind == "choice":
         try:
             gold_letter(answer, choices)

@@ -16,6 +16,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from rewards.accuracy import accuracy_reward
@@ -351,3 +353,52 @@ def test_a_hanging_math_answer_fails_alone_and_the_replica_serves_on(served):
     # past the 3 s limit: a failed reward (JSON null), counted by its reason
     assert hung[0].status_code == 200 and hung[0].json()["rewards"] == [None]
     assert httpx.get(f"{url}/accuracy/healthz").json()["math_failures"] == {"timeout": 1}
+
+
+def test_deep_json_and_docs_routes_get_4xx(served):
+    _, _, url = served
+    deep = "[" * 100_000 + "]" * 100_000  # json.loads recursed into a 500
+    r = httpx.post(f"{url}/accuracy/score", content=deep, timeout=30)
+    assert r.status_code == 400 and r.json()["field"] == "body", r.text
+    for path in ("docs", "openapi.json", "redoc"):  # off unless PAIRUNI_REWARD_API_DOCS=1
+        assert httpx.get(f"{url}/accuracy/{path}", timeout=10).status_code == 404
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+_acc_item = st.fixed_dictionaries(
+    {},
+    optional={
+        "response": st.text(max_size=60) | _json,
+        "answer": st.sampled_from(["A", "B", "2x", "red", ""]) | _json,
+        "kind": st.sampled_from(["choice", "math", "text"]) | _json,
+        "choices": st.lists(st.text(max_size=4), max_size=30)
+        | st.dictionaries(st.text(max_size=3), st.text(max_size=4), max_size=4)
+        | _json,
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(body=st.fixed_dictionaries({"items": st.lists(_acc_item | _json, max_size=3)}) | _json)
+def test_fuzzed_requests_never_get_a_5xx(served, body):
+    _, _, url = served
+    r = httpx.post(f"{url}/accuracy/score", json=body, timeout=30)
+    assert r.status_code < 500, (body, r.text)
+    if r.status_code >= 400:
+        assert "field" in r.json(), r.text
+
+
+def test_the_replica_still_answers_after_the_fuzz(served):
+    _, _, url = served
+    r = httpx.post(f"{url}/accuracy/score", json={"items": ACC_ITEMS}, timeout=30)
+    assert r.status_code == 200 and len(r.json()["rewards"]) == len(ACC_ITEMS)

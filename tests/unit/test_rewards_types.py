@@ -124,6 +124,44 @@ def test_valid_requests_parse_into_typed_items():
             "items[0].answer",
             422,
         ),
+        # each of these answered 500 (a TypeError / IndexError past validation)
+        (
+            "accuracy",
+            {"items": [{"response": "B", "answer": "B", "kind": ["math"]}]},
+            "items[0].kind",
+            422,
+        ),
+        (
+            "accuracy",
+            {"items": [{"response": "B", "answer": "B", "kind": {"a": 1}}]},
+            "items[0].kind",
+            422,
+        ),
+        (
+            "accuracy",
+            {"items": [{"response": "B", "answer": "B", "choices": [str(i) for i in range(27)]}]},
+            "items[0].choices",
+            422,
+        ),
+        # multi-letter or out-of-order keys: "B" scored 1.0 for an option that did not exist
+        (
+            "accuracy",
+            {"items": [{"response": "B", "answer": "B", "choices": {"AA": "red", "BB": "blue"}}]},
+            "items[0].choices",
+            422,
+        ),
+        (
+            "accuracy",
+            {"items": [{"response": "B", "answer": "B", "choices": {"A": "red", "C": "blue"}}]},
+            "items[0].choices",
+            422,
+        ),
+        (
+            "accuracy",
+            {"items": [{"response": "B", "answer": "B", "choices": []}]},
+            "items[0].choices",
+            422,
+        ),
         (
             "dual",
             {"items": [{"task": "both", "image": _png("RGB"), "text": "a"}]},
