@@ -55,11 +55,16 @@ SHORT_RESPONSE_CHARS = 80
 Choices = dict[str, str] | list[str] | None
 
 _TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+# No two quantifiers here can match the same characters one after the other (``\s*`` then
+# ``(?:\*\*)?\s*`` could: "answer" + 16k spaces took 7 s), so matching is linear.
 _PHRASE_RE = re.compile(
-    r"\b(?:(?:final|correct|right|best)\s+)?(?:answer|option|choice)\s*(?:\*\*)?\s*"
-    r"(?:is|would\s+be|should\s+be|will\s+be|=|:)\s*(?:\*\*)?\s*:?",
+    r"\b(?:(?:final|correct|right|best)\s+)?(?:answer|option|choice)\s*(?:\*\*\s*)?"
+    r"(?:is|would\s+be|should\s+be|will\s+be|=|:)\s*(?:\*\*\s*)?:?",
     re.IGNORECASE,
 )
+SPAN_MAX_CHARS = 300
+"""An answer phrase's span ends at its line or sentence, and after this many characters at
+most (an answer is short; without a bound, k phrases in one long line read k^2 characters)."""
 _SPAN_END_RE = re.compile(r"\n|[.!?](?=\s|$)")
 _SKIP_PREFIX_RE = re.compile(r"^(?:[\s*$\"'`“”‘’]|\\text\{|option\b|choice\b|letter\b)+", re.I)
 _PAREN_LETTER_RE = re.compile(r"^\(\s*([A-Za-z])\s*\)")
@@ -69,7 +74,7 @@ _LIST_NEXT_RE = re.compile(r"^\s*(?:,|;|/|&|\band\b|\bor\b|\bnor\b)\s*\(?([A-Za-
 _LONE_LETTER_RE = re.compile(r"^([A-Za-z])[\s.):*$}]*$")
 _FREE_PAREN_RE = re.compile(r"\(\s*([A-Za-z])\s*\)")
 _FREE_OPTION_RE = re.compile(r"\b(?:option|choice)\s+\(?([A-Za-z])\b\)?", re.IGNORECASE)
-_FREE_LINE_RE = re.compile(r"(?m)^\s*([A-Z])[.)](?=\s|$)")
+_FREE_LINE_RE = re.compile(r"(?m)^[ \t]*([A-Z])[.)](?=\s|$)")  # [ \t]: not across lines
 
 
 def _letters_and_texts(choices: Choices) -> tuple[str, dict[str, str]]:
@@ -91,30 +96,47 @@ def _norm(text: str) -> str:
 
 
 def _boxed_contents(text: str) -> list[str]:
-    """Contents of every ``\\boxed{...}``, with nested braces balanced."""
-    out = []
-    for m in re.finditer(r"\\boxed\s*\{", text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            out.append(text[m.end() : i - 1])
-    return out
+    """Contents of every ``\\boxed{...}``, with nested braces balanced (one pass over the
+    text: unclosed boxes do not make it quadratic)."""
+    starts = {m.end() - 1 for m in _BOXED_RE.finditer(text)}  # their "{" positions
+    if not starts:
+        return []
+    out: list[tuple[int, str]] = []
+    stack: list[int] = []
+    for i, ch in enumerate(text):
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            j = stack.pop()
+            if j in starts:
+                out.append((j, text[j + 1 : i]))
+    return [content for _, content in sorted(out)]
+
+
+_BOXED_RE = re.compile(r"\\boxed\s*\{")
 
 
 def _text_mentions(text: str, texts: dict[str, str]) -> set[str]:
-    """Letters whose option text occurs in ``text`` as whole words (longest spans win)."""
+    """Letters whose option text occurs in ``text`` as whole words (longest spans win: a
+    mention inside a longer option's mention does not count)."""
     low = " ".join(text.lower().split())
-    spans = []  # (start, end, letter)
-    for letter, opt in texts.items():
-        for m in re.finditer(r"(?<!\w)" + re.escape(opt) + r"(?!\w)", low):
-            spans.append((m.start(), m.end(), letter))
-    kept = {
-        letter
-        for s, e, letter in spans
-        if not any(s2 <= s and e <= e2 and (e2 - s2) > (e - s) for s2, e2, _ in spans)
-    }
+    spans = sorted(
+        (m.start(), -m.end(), letter)
+        for letter, opt in texts.items()
+        for m in re.finditer(r"(?<!\w)" + re.escape(opt) + r"(?!\w)", low)
+    )  # by start, longest first
+    kept: set[str] = set()
+    reach = -1  # furthest end of the spans before this (start, end) group
+    i = 0
+    while i < len(spans):
+        s, neg_e, _ = spans[i]
+        group = []
+        while i < len(spans) and spans[i][:2] == (s, neg_e):
+            group.append(spans[i][2])
+            i += 1
+        if reach < -neg_e:  # no earlier span (starting no later, and longer) covers it
+            kept.update(group)
+        reach = max(reach, -neg_e)
     return kept
 
 
@@ -141,13 +163,15 @@ def _span_letters(span: str, letters: str, texts: dict[str, str]) -> set[str]:
 
 
 def _phrase_spans(text: str) -> list[str]:
-    """The text after each answer phrase, up to the end of its line or sentence."""
+    """The text after each answer phrase, up to the end of its line or sentence (at most
+    ``SPAN_MAX_CHARS``)."""
     spans = []
     for m in _PHRASE_RE.finditer(text):
-        tail = text[m.end() :]
+        start = m.end()
+        stop = min(len(text), start + SPAN_MAX_CHARS)
         # "B." ends at its period only when a sentence follows; keep the letter's delimiter.
-        end = _SPAN_END_RE.search(tail, 1 if tail[:1] else 0)
-        spans.append(tail[: end.start() if end else len(tail)])
+        end = _SPAN_END_RE.search(text, start + 1 if start < stop else start, stop)
+        spans.append(text[start : end.start() if end else stop])
     return spans
 
 

@@ -129,3 +129,32 @@ def test_scoring_modules_do_not_import_ray():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_boxed_contents_in_one_pass():
+    from rewards.accuracy import _boxed_contents
+
+    assert _boxed_contents(r"\boxed{a{b}c} and \boxed{d}") == ["a{b}c", "d"]
+    assert _boxed_contents(r"\boxed{\boxed{x}}") == [r"\boxed{x}", "x"]  # outer first
+    assert _boxed_contents(r"\boxed{open \boxed{B} {") == ["B"]  # the unclosed one is skipped
+
+
+def test_longest_option_mention_wins_and_ties_stay_ambiguous():
+    from rewards.accuracy import _text_mentions
+
+    texts = {"A": "blue", "B": "light blue", "C": "red"}
+    assert _text_mentions("It is light blue.", texts) == {"B"}
+    assert _text_mentions("light blue or red", texts) == {"B", "C"}
+    assert _text_mentions("blue, then light blue", texts) == {"A", "B"}
+    assert _text_mentions("x", {"A": "same", "B": "same"}) == set()
+    assert _text_mentions("the same", {"A": "same", "B": "same"}) == {"A", "B"}
+
+
+def test_adversarial_responses_read_as_before():
+    # the shapes bench.extraction times: each still reads what it says
+    assert extract_choice("answer" + " " * 5000 + "is B", ["red", "blue"]) == "B"
+    assert extract_choice("the answer is " * 500) is None
+    assert extract_choice(r"\boxed{" * 500 + "B") is None  # no closed box, no other rule
+    assert extract_choice("B" + "\n" * 5000 + "x") is None
+    # an answer span is at most SPAN_MAX_CHARS: the letter after 400 filler words is not in it
+    assert extract_choice("The answer is " + "very " * 400 + "B.", ["red", "blue"]) is None
