@@ -5,31 +5,49 @@ Pure Python (plus ``math-verify`` for math answers); no ray, no torch. The servi
 
 Choice extraction (``extract_choice``) reads what models really write. The valid letters are
 the keys of ``choices`` (a dict letter -> option text), ``A, B, C, ...`` for a list of option
-texts, or ``A``-``J`` when ``choices`` is None (letters only, no option texts). The response
-is read at four levels, strongest first; the first level that yields any candidate decides:
+texts, or ``A``-``J`` when ``choices`` is None (letters only, no option texts).
+
+The response is first normalised (``normalise_response``): zero-width characters dropped,
+NFKC (full-width ``（Ｃ）``, ``B．``, circled ``Ⓑ``, mathematical bold ``𝐁``), CJK brackets
+``【C】`` as parentheses, curly quotes and backticks as plain quotes, emoji and other symbols
+as spaces. It is then read at these levels, strongest first; the first level with a
+candidate decides:
 
 1. **Final-answer containers**: ``<answer>...</answer>`` and ``\\boxed{...}``.
 2. **Answer phrases**: ``Answer: B``, ``the answer is b``, ``The final answer is (C)``,
-   ``the correct option is blue``, ``**Answer:** B`` (text up to the end of the line or
-   sentence).
+   ``the correct option is blue``, ``**Answer:** B``, ``Answer - C``, ``{"answer": "C"}``,
+   ``Correct: A``, ``So the answer must be C``, the line under a ``### Answer`` heading, and
+   the same in other languages (``答案是B``, ``答案：D``, ``正解は A です``, ``정답은 B입니다``,
+   ``La respuesta correcta es la B``, ``Die richtige Antwort ist C``, ``La bonne réponse est
+   C``, ``Ответ: D``). A span runs to the end of its line or sentence, at most
+   ``SPAN_MAX_CHARS``.
 3. **A short response** (one line, at most 80 characters) read as an answer on its own:
-   ``B``, ``(B)``, ``B.``, ``B)``, ``b``, ``B. blue``, ``blue``.
-4. **Free text**: option references inside reasoning, i.e. ``(B)``, ``option B`` /
-   ``choice B``, a line starting ``B.`` or ``B)``, and option texts as whole words
-   ("blue" when B is "blue"; a longer option text such as "light blue" wins over the shorter
-   "blue" it contains).
+   ``B``, ``(B)``, ``B.``, ``B)``, ``b``, ``B. blue``, ``blue``, ``It's B (not D).``, ``Not A
+   but C.``. If it names two options, only its conclusion (level 6) can still decide.
+4. **A letter alone on the first line** of a longer answer: ``B\\nBecause ...``.
+5. **A first-person choice**: ``I choose D.``, ``I'd go with C``, ``I think B.``
+6. **The last conclusion** of the reasoning: ``... So B.``, ``... Hence (C).``,
+   ``..., so it must be blue.``
+7. **Free text**: option references inside reasoning, i.e. ``(B)``, ``option B`` /
+   ``choice B`` and option texts as whole words ("blue" when B is "blue"; a longer option
+   text such as "light blue" wins over the shorter "blue" it contains). Lines that list the
+   options (``A. red``) are read only when nothing else names an option: a quoted option
+   list is not an answer when a reference follows it.
+
+At every level, an option the response rules out ("not red", "isn't B", "(not D)") is no
+candidate: "It is not red, so it must be blue" is blue, "It is not red." is no answer.
 
 Inside one answer span (levels 1-3) a letter is read from the span's start: ``(b)`` in
-parentheses (any case); an upper-case letter followed by ``.``, ``)``, ``:``, ``,``, ``;``,
-a space or the end (but ``A``/``I`` followed by a lower-case word is the article/pronoun, as
-in "A cat"); or a lone lower-case letter that is the whole span ("b."). Leading ``option`` /
-``choice`` and markdown ``*`` / ``$`` / quotes are skipped. Without a letter, option texts in
-the span are used. A span whose letter and option text disagree ("B. red" when red is A)
-commits to two options.
+parentheses (any case); an upper-case letter followed by punctuation, a space, a quote, a
+letter of another script (``B입니다``) or the end (but ``A``/``I`` followed by a lower-case
+word is the article/pronoun, as in "A cat"); or a lone lower-case letter that is the whole
+span ("b."). Leading ``option`` / ``choice`` / ``it is`` / ``it must be``, markdown ``*`` /
+``$`` and quotes are skipped. Without a letter, option texts in the span are used. A span
+whose letter and option text disagree ("B. red" when red is A) commits to two options.
 
-A level whose candidates name **two different options** gives None ("A or B", two boxed
-letters, "the sky is blue, not red"), and so does a response with **no candidate** at all;
-``accuracy_reward`` scores None as 0.0.
+A level whose candidates name **two different options** gives None ("A or B", "答案是B或C",
+two boxed letters), and so does a response with **no candidate** at all; ``accuracy_reward``
+scores None as 0.0. Every rule is linear in the response's length (``bench/extraction.py``).
 
 Math answers (``kind="math"``) are compared with ``math_verify.parse``/``verify``
 (equivalent expressions, numbers to 6 decimals), the reference parsed as one LaTeX
@@ -45,36 +63,104 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections.abc import Callable
 
 DEFAULT_LETTERS = "ABCDEFGHIJ"
 """Letters accepted when a question's options are not given."""
 SHORT_RESPONSE_CHARS = 80
+SHORT_LEVEL = 2
 """A one-line response up to this length is read as an answer on its own (level 3)."""
 
 Choices = dict[str, str] | list[str] | None
 
 _TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
-# No two quantifiers here can match the same characters one after the other (``\s*`` then
-# ``(?:\*\*)?\s*`` could: "answer" + 16k spaces took 7 s), so matching is linear.
-_PHRASE_RE = re.compile(
-    r"\b(?:(?:final|correct|right|best)\s+)?(?:answer|option|choice)\s*(?:\*\*\s*)?"
-    r"(?:is|would\s+be|should\s+be|will\s+be|=|:)\s*(?:\*\*\s*)?:?",
-    re.IGNORECASE,
+# Answer phrases in the languages models answer in. No two quantifiers here can match the
+# same characters one after the other (``\s*`` then ``(?:\*\*)?\s*`` could: "answer" + 16k
+# spaces took 7 s), so matching is linear.
+_KEYWORDS = (
+    r"\b(?:(?:final|correct|right|best)\s+)?(?:answer|option|choice)['\"]?"  # "answer": in JSON
+    r"|\bcorrect(?=\s*:)"  # Correct: A
+    r"|\b(?:la\s+)?respuesta(?:\s+correcta)?"  # La respuesta correcta es la B
+    r"|\b(?:die\s+)?(?:richtige\s+)?antwort"  # Die richtige Antwort ist C
+    r"|\b(?:la\s+)?(?:bonne\s+)?r[ée]ponse"  # La bonne réponse est C
+    r"|\bответ"  # Ответ: D
+    r"|答案|正解|정답|回答"  # 答案是B, 正解は A です, 정답은 B입니다
+)
+_VERBS = (  # a Latin verb ends at a word boundary ("ist" is not "is" + "t")
+    r"(?:(?:is|would\s+be|should\s+be|will\s+be|must\s+be|has\s+to\s+be|ist|est"
+    r"|es(?:\s+la)?)\b|=|:|[-–—](?=\s)|是|为|為|は|은|는)"
+)
+_PHRASE_RE = re.compile(rf"(?:{_KEYWORDS})\s*(?:\*\*\s*)?{_VERBS}\s*(?:\*\*\s*)?:?", re.I)
+_HEADING_RE = re.compile(r"(?im)^#{1,6}[ \t]*(?:final[ \t]+)?answer[ \t]*:?[ \t]*\n\s*")
+"""A Markdown heading ``### Answer`` whose answer is the next line."""
+_CHOOSE_RE = re.compile(
+    r"\bI(?:'d|'ll|\s+would|\s+will)?\s+(?:choose|pick|select|go\s+with|think|believe|guess)\b"
+    r"\s*:?",
+    re.I,
+)
+_CONCLUSION_RE = re.compile(
+    r"(?:^|[.!?;,\n])\s*(?:and\s+)?(?:so|hence|therefore|thus|consequently)\b[,:]?\s*", re.I
 )
 SPAN_MAX_CHARS = 300
-"""An answer phrase's span ends at its line or sentence, and after this many characters at
-most (an answer is short; without a bound, k phrases in one long line read k^2 characters)."""
+"""An answer span ends at its line or sentence, and after this many characters at most (an
+answer is short; without a bound, k phrases in one long line read k^2 characters)."""
 _SPAN_END_RE = re.compile(r"\n|[.!?](?=\s|$)")
-_SKIP_PREFIX_RE = re.compile(r"^(?:[\s*$\"'`“”‘’]|\\text\{|option\b|choice\b|letter\b)+", re.I)
+_SKIP_PREFIX_RE = re.compile(
+    r"^(?:[\s*$\"'`]|\\text\{|option\b|choice\b|letter\b"
+    r"|it(?:'s|\s+is|\s+must\s+be|\s+has\s+to\s+be|\s+should\s+be)\b|the\s+answer\s+is\b)+",
+    re.I,
+)
+_NOT_BUT_RE = re.compile(r"^not\s+\(?[A-Za-z]\)?[,;]?\s+(?:but|rather)\s+", re.I)
 _PAREN_LETTER_RE = re.compile(r"^\(\s*([A-Za-z])\s*\)")
-_UPPER_LETTER_RE = re.compile(r"^([A-Z])(?=[.):,;}\s*$]|$)")
+# a letter ends at punctuation, a space, a quote or a letter of another script ("B입니다";
+# [^\W\d_A-Za-z] is a word character that is not an ASCII letter, digit or underscore)
+_UPPER_LETTER_RE = re.compile(r"^([A-Z])(?=[.):,;}\s*$\"']|[^\W\d_A-Za-z]|$)")
 _ARTICLE_RE = re.compile(r"^[AI]\s+(?!(?:or|and|nor)\b)[a-z]")
-_LIST_NEXT_RE = re.compile(r"^\s*(?:,|;|/|&|\band\b|\bor\b|\bnor\b)\s*\(?([A-Za-z])\b\)?")
-_LONE_LETTER_RE = re.compile(r"^([A-Za-z])[\s.):*$}]*$")
+_LIST_NEXT_RE = re.compile(
+    r"^\s*(?:,|;|/|&|\b(?:and|or|nor|o|y|oder|und|ou|et|или|и)\b|或者?|和|及)\s*\(?([A-Za-z])(?![A-Za-z])\)?"
+)
+_LONE_LETTER_RE = re.compile(r"^([A-Za-z])[\s.):*$}\"']*$")
 _FREE_PAREN_RE = re.compile(r"\(\s*([A-Za-z])\s*\)")
 _FREE_OPTION_RE = re.compile(r"\b(?:option|choice)\s+\(?([A-Za-z])\b\)?", re.IGNORECASE)
-_FREE_LINE_RE = re.compile(r"(?m)^[ \t]*([A-Z])[.)](?=\s|$)")  # [ \t]: not across lines
+_LIST_LINE_RE = re.compile(r"(?m)^[ \t]*([A-Z])[.)](?=\s|$)[^\n]*")  # [ \t]: not across lines
+_NEG_LETTER_RE = re.compile(r"\b(?:not|isn't|never)\s+(?:option\s+|choice\s+)?\(?([A-Z])\b\)?")
+_NEGATORS = r"(?:not|isn't|never)\s+(?:the\s+)?"
+
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
+_QUOTES_BRACKETS = str.maketrans(
+    {
+        "【": "(",
+        "】": ")",
+        "〔": "(",
+        "〕": ")",
+        "〖": "(",
+        "〗": ")",
+        "「": '"',
+        "」": '"',
+        "『": '"',
+        "』": '"',
+        "“": '"',
+        "”": '"',
+        "‘": "'",
+        "’": "'",
+        "`": "'",
+    }
+)
+
+
+def normalise_response(text: str) -> str:
+    """What extraction reads: zero-width characters removed, NFKC (full-width ``（Ｃ）`` and
+    ``B．``, circled ``Ⓑ``, mathematical bold ``𝐁`` become ``(C)``, ``B.``, ``B``, ``B``),
+    CJK brackets as parentheses, curly quotes and backticks as straight quotes, and other
+    symbols (emoji, check marks) as spaces; U+FFFD (a byte the tokenizer could not decode)
+    stays: "B\ufffd" is not "B"."""
+    if text.isascii():
+        return text.replace("`", "'")
+    text = unicodedata.normalize("NFKC", text.translate(_ZERO_WIDTH)).translate(_QUOTES_BRACKETS)
+    return "".join(
+        " " if unicodedata.category(ch) == "So" and ch != "\ufffd" else ch for ch in text
+    )
 
 
 def _letters_and_texts(choices: Choices) -> tuple[str, dict[str, str]]:
@@ -143,6 +229,7 @@ def _text_mentions(text: str, texts: dict[str, str]) -> set[str]:
 def _span_letters(span: str, letters: str, texts: dict[str, str]) -> set[str]:
     """Options one answer span commits to (module docstring, "Inside one answer span")."""
     span = _SKIP_PREFIX_RE.sub("", span.strip()).strip()
+    span = _NOT_BUT_RE.sub("", span)  # "Not A but C."
     if not span:
         return set()
     found: set[str] = set()
@@ -162,11 +249,11 @@ def _span_letters(span: str, letters: str, texts: dict[str, str]) -> set[str]:
     return _text_mentions(span, texts)
 
 
-def _phrase_spans(text: str) -> list[str]:
-    """The text after each answer phrase, up to the end of its line or sentence (at most
-    ``SPAN_MAX_CHARS``)."""
+def _spans_after(pattern: re.Pattern, text: str) -> list[str]:
+    """The text after each match of ``pattern``, up to the end of its line or sentence (at
+    most ``SPAN_MAX_CHARS``)."""
     spans = []
-    for m in _PHRASE_RE.finditer(text):
+    for m in pattern.finditer(text):
         start = m.end()
         stop = min(len(text), start + SPAN_MAX_CHARS)
         # "B." ends at its period only when a sentence follows; keep the letter's delimiter.
@@ -175,32 +262,82 @@ def _phrase_spans(text: str) -> list[str]:
     return spans
 
 
+def _phrase_spans(text: str) -> list[str]:
+    """Answer phrases' spans, and the line under a ``### Answer`` heading."""
+    return _spans_after(_PHRASE_RE, text) + _spans_after(_HEADING_RE, text)
+
+
+def _negated(text: str, texts: dict[str, str]) -> set[str]:
+    """Letters ``text`` rules out: "not (D)", "isn't B", "not red" for red's letter."""
+    out = {m.group(1) for m in _NEG_LETTER_RE.finditer(text)}
+    low = " ".join(text.lower().split())
+    for letter, opt in texts.items():
+        if re.search(r"\b" + _NEGATORS + re.escape(opt) + r"(?!\w)", low):
+            out.add(letter)
+    return out
+
+
 def _free_text_letters(text: str, letters: str, texts: dict[str, str]) -> set[str]:
+    """Option references in reasoning; an option list quoted in it ("A. red" lines) counts
+    only when nothing else names an option."""
+    body = _LIST_LINE_RE.sub(" ", text)
     found = set()
-    for rx in (_FREE_PAREN_RE, _FREE_OPTION_RE, _FREE_LINE_RE):
-        found |= {m.group(1).upper() for m in rx.finditer(text)}
-    found &= set(letters)
-    return found | _text_mentions(text, texts)
+    for rx in (_FREE_PAREN_RE, _FREE_OPTION_RE):
+        found |= {m.group(1).upper() for m in rx.finditer(body)}
+    found = (found & set(letters)) | _text_mentions(body, texts)
+    if not found:
+        found = {m.group(1) for m in _LIST_LINE_RE.finditer(text)} & set(letters)
+    return found
+
+
+def _first_line_letter(text: str, letters: str, texts: dict[str, str]) -> set[str]:
+    """A letter alone on the first line of a longer answer ("B\nBecause ...")."""
+    first, sep, _ = text.strip().partition("\n")
+    if not sep:
+        return set()
+    first = _SKIP_PREFIX_RE.sub("", first.strip()).strip()
+    m = _PAREN_LETTER_RE.match(first)
+    if m is None or first[m.end() :].strip(" .:*"):  # "(B)" alone, or "B", "B.", "**B**"
+        m = _LONE_LETTER_RE.match(first)
+    return {m.group(1).upper()} & set(letters) if m else set()
+
+
+def _last_conclusion(text: str, letters: str, texts: dict[str, str]) -> set[str]:
+    """The last "So B." / "Hence (C)." / "Therefore it must be blue." of the reasoning."""
+    spans = _spans_after(_CONCLUSION_RE, text)
+    return _span_letters(spans[-1], letters, texts) if spans else set()
 
 
 def extract_choice(response: str, choices: Choices = None) -> str | None:
     """The option letter ``response`` commits to, or None (rules in the module docstring)."""
     letters, texts = _letters_and_texts(choices)
-    containers = [m.group(1) for m in _TAG_RE.finditer(response)] + _boxed_contents(response)
+    text = normalise_response(response)
+    containers = [m.group(1) for m in _TAG_RE.finditer(text)] + _boxed_contents(text)
+    short = "\n" not in text.strip() and len(text.strip()) <= SHORT_RESPONSE_CHARS
+    # Level SHORT_LEVEL reads a short response whole; when it names two options ("too warm
+    # for red, so it must be green") its conclusion may still decide.
     levels: list[Callable[[], set[str]]] = [
         lambda: set().union(*[_container_letters(c, letters, texts) for c in containers]),
-        lambda: set().union(*[_span_letters(s, letters, texts) for s in _phrase_spans(response)]),
-        lambda: (
-            _span_letters(response, letters, texts)
-            if "\n" not in response.strip() and len(response.strip()) <= SHORT_RESPONSE_CHARS
-            else set()
+        lambda: set().union(*[_span_letters(s, letters, texts) for s in _phrase_spans(text)]),
+        lambda: _span_letters(text, letters, texts) if short else set(),
+        lambda: _first_line_letter(text, letters, texts),
+        lambda: set().union(
+            *[_span_letters(s, letters, texts) for s in _spans_after(_CHOOSE_RE, text)]
         ),
-        lambda: _free_text_letters(response, letters, texts),
+        lambda: _last_conclusion(text, letters, texts),
+        lambda: _free_text_letters(text, letters, texts),
     ]
-    for level in levels:
+    negated: set[str] | None = None
+    for i, level in enumerate(levels):
         found = level()
-        if found:
-            return found.pop() if len(found) == 1 else None
+        if found:  # an option the response rules out is no candidate ("not red, so blue")
+            negated = _negated(text, texts) if negated is None else negated
+            found = found - negated if len(found - negated) <= 1 else found
+        if len(found) == 1:
+            return found.pop()
+        if len(found) > 1:  # two options: the response hedged, unless (short) it concludes
+            last = _last_conclusion(text, letters, texts) - negated if i == SHORT_LEVEL else ()
+            return next(iter(last)) if len(last) == 1 else None
     return None
 
 

@@ -57,7 +57,6 @@ def test_extract_choice_reads_what_models_write(response, choices, want):
 @pytest.mark.parametrize(
     ("response", "choices"),
     [
-        ("The sky is blue, not red.", COLORS),  # two option texts, no answer phrase
         ("A or B", None),  # a list of letters commits to both
         (r"\boxed{A} and \boxed{B}", None),  # two containers, two options
         ("B. red", COLORS),  # the letter says B, its text says A
@@ -155,6 +154,82 @@ def test_adversarial_responses_read_as_before():
     assert extract_choice("answer" + " " * 5000 + "is B", ["red", "blue"]) == "B"
     assert extract_choice("the answer is " * 500) is None
     assert extract_choice(r"\boxed{" * 500 + "B") is None  # no closed box, no other rule
-    assert extract_choice("B" + "\n" * 5000 + "x") is None
+    assert extract_choice("B" + "\n" * 5000 + "x") == "B"  # alone on its first line
     # an answer span is at most SPAN_MAX_CHARS: the letter after 400 filler words is not in it
     assert extract_choice("The answer is " + "very " * 400 + "B.", ["red", "blue"]) is None
+
+
+COLOURS4 = ["red", "blue", "green", "yellow"]
+
+
+@pytest.mark.parametrize(
+    ("response", "want"),
+    [
+        # answer phrasings
+        ("I choose D.", "D"),
+        ("I'd go with C because the others are darker.", "C"),
+        ("I think B.", "B"),
+        ("Answer - C", "C"),
+        ("Answer – C", "C"),
+        ('{"answer": "C"}', "C"),
+        ("Correct: A", "A"),
+        ("### Answer\n**B**", "B"),
+        ("## Final answer\n(D)", "D"),
+        ("So the answer must be C.", "C"),
+        # wrapping and Unicode
+        ("`B`", "B"),
+        ("The answer is “C”.", "C"),
+        ("【C】", "C"),
+        ("答案：（C）", "C"),
+        ("Ｂ", "B"),
+        ("B．", "B"),
+        ("Answer:\u200b B", "B"),
+        ("Ⓑ", "B"),
+        ("𝐁", "B"),
+        ("✅ B", "B"),
+        ("答案：Ｄ", "D"),
+        # other languages
+        ("答案是B", "B"),
+        ("La respuesta correcta es la B", "B"),
+        ("Die richtige Antwort ist C", "C"),
+        ("Ответ: D", "D"),
+        ("正解は A です", "A"),
+        ("정답은 B입니다", "B"),
+        ("La bonne réponse est C.", "C"),
+        # conclusions at the end of reasoning, with the option list quoted before them
+        ("The sky is clear and bright in the image. So B.", "B"),
+        ("A. red\nB. blue\nC. green\nD. yellow\nThe shape matches the sky. Hence (B).", "B"),
+        ("Options:\nA. red\nB. blue\nC. green\nD. yellow\nIt looks like option C.", "C"),
+        ("Red is too warm and yellow too light, so it must be green.", "C"),
+        # negation that leaves one option
+        ("It is not red, so it must be blue.", "B"),
+        ("It's B (not D).", "B"),
+        ("Not A but C.", "C"),
+        ("The sky is blue, not red.", "B"),
+        # a letter alone on the first line
+        ("B\nThe sky scatters short wavelengths.", "B"),
+        ("(C)\nBecause green is the only match.", "C"),
+        ("**D**\nYellow is what the image shows.", "D"),
+    ],
+)
+def test_extraction_families(response, want):
+    assert extract_choice(response, COLOURS4) == want
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "A or B",  # hedges stay unanswered
+        "Maybe (A), maybe (C).",
+        "A. red\nB. blue\nC. green\nD. yellow",  # the options alone are no answer
+        "It is not red.",  # negation naming no remaining option
+        "Not A.",
+        "I am not sure which one it is.",
+        "A cat sat there, I think.",  # article and pronoun
+        "答案是B或C",  # two options in Chinese
+        "B\ufffd",  # a byte the tokenizer could not decode is not a delimiter
+        "B\ufffdD",
+    ],
+)
+def test_extraction_stays_unanswered_when_ambiguous(response):
+    assert extract_choice(response, COLOURS4) is None
