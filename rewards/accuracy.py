@@ -116,7 +116,10 @@ _PAREN_LETTER_RE = re.compile(r"^\(\s*([A-Za-z])\s*\)")
 # a letter ends at punctuation, a space, a quote or a letter of another script ("B입니다";
 # [^\W\d_A-Za-z] is a word character that is not an ASCII letter, digit or underscore)
 _UPPER_LETTER_RE = re.compile(r"^([A-Z])(?=[.):,;}\s*$\"']|[^\W\d_A-Za-z]|$)")
-_ARTICLE_RE = re.compile(r"^[AI]\s+(?!(?:or|and|nor)\b)[a-z]")
+# "A cat" is the article, "A because ..." / "A is right" the letter
+_ARTICLE_RE = re.compile(
+    r"^[AI]\s+(?!(?:or|and|nor|but|because|since|as|so|is|was|seems|fits|matches)\b)[a-z]"
+)
 _LIST_NEXT_RE = re.compile(
     r"^\s*(?:,|;|/|&|\b(?:and|or|nor|o|y|oder|und|ou|et|или|и)\b|或者?|和|及)\s*\(?([A-Za-z])(?![A-Za-z])\)?"
 )
