@@ -3,12 +3,19 @@
     <run_dir>/checkpoints/step_000012/
         learner/             DeepSpeed engine state (parameters, optimizer, scheduler)
         trainer_state.json   step, weight version, pairing cursor (epoch, position, seed)
-        rng.pt               python / numpy / torch RNG states of the driver
+        rng.pt               python / numpy / torch RNG states of the driver (tensors and
+                             lists only: it loads with ``torch.load(weights_only=True)``)
         config.yaml          the resolved run config
     <run_dir>/checkpoints/latest   name of the newest complete checkpoint
 
-A checkpoint is written into ``step_XXXXXX.tmp`` and renamed when complete, so a crash while
-writing never leaves a directory that looks complete.
+Crash-safe at every point (``save``): a checkpoint is written into ``step_XXXXXX.tmp``,
+its files and directory fsynced, and renamed into place; ``latest`` is replaced by an
+atomic rename too. A step already saved is never written again, and no complete copy is
+deleted before its replacement is in place. ``resolve`` takes the newest complete ``step_*``
+directory (``latest`` is for people and tools; a crash can leave it one behind).
+
+DeepSpeed's own loader unpickles its files (``learner/``): resume only from checkpoints
+written by someone you trust.
 """
 
 from __future__ import annotations
@@ -37,17 +44,69 @@ class TrainerState:
 
 
 def rng_state() -> dict:
+    """The driver's RNG states as tensors, lists and numbers (``weights_only`` loadable)."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(mt), gauss],
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"])
+
+
+CRASH_AT: str | None = None
+"""Test hook: the name of a point in ``save`` at which it raises (a crash there)."""
+
+
+def _point(name: str) -> None:
+    if name == CRASH_AT:
+        raise RuntimeError(f"crash injected at {name}")
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync every file under ``path``, then the directories (so a rename lands on data)."""
+    for p in sorted(path.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    for d in [*(q for q in path.rglob("*") if q.is_dir()), path, path.parent]:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _complete(ckpt: Path) -> bool:
+    return (
+        ckpt.name.startswith("step_")
+        and not ckpt.name.endswith((".tmp", ".old"))
+        and (ckpt / "trainer_state.json").is_file()
+    )
+
+
+def _write_latest(root: Path, name: str) -> None:
+    tmp = root / "latest.tmp"
+    with open(tmp, "w") as f:
+        f.write(name)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, root / "latest")
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:
@@ -55,38 +114,61 @@ def checkpoint_root(run_dir: str | Path) -> Path:
 
 
 def save(run_dir: str | Path, state: TrainerState, cfg, save_learner) -> Path:
-    """Write a checkpoint for ``state.step``; ``save_learner(dir)`` writes the learner part."""
+    """Write a checkpoint for ``state.step``; ``save_learner(dir)`` writes the learner part.
+    A step that already has a complete checkpoint is not written again."""
     root = checkpoint_root(run_dir)
     final = root / f"step_{state.step:06d}"
+    if _complete(final):
+        _write_latest(root, final.name)
+        return final
     tmp = root / f"step_{state.step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    _point("learner")
     save_learner(str(tmp / "learner"))
+    torch.save(rng_state(), tmp / "rng.pt")
+    write_resolved(cfg, tmp)
+    _point("state")
+    # trainer_state.json last: a directory holding it is complete
     (tmp / "trainer_state.json").write_text(
         json.dumps(
             {"step": state.step, "weight_version": state.weight_version, "pairing": state.pairing},
             indent=2,
         )
     )
-    torch.save(rng_state(), tmp / "rng.pt")
-    write_resolved(cfg, tmp)
-    shutil.rmtree(final, ignore_errors=True)
+    _fsync_tree(tmp)
+    _point("rename")
+    if final.exists():  # an incomplete leftover of a crashed save: out of the way first
+        old = root / f"{final.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        shutil.rmtree(old, ignore_errors=True)
     os.replace(tmp, final)
-    (root / "latest").write_text(final.name)
+    _point("latest")
+    _write_latest(root, final.name)
     return final
 
 
+def newest_complete(root: Path) -> Path | None:
+    """The complete ``step_*`` checkpoint with the highest step under ``root``."""
+    done = [p for p in root.glob("step_*") if p.is_dir() and _complete(p)]
+    return max(done, key=lambda p: p.name) if done else None
+
+
 def resolve(path: str | Path) -> Path:
-    """A checkpoint dir from itself, a run dir or a checkpoints dir (newest complete one)."""
+    """A checkpoint dir from itself, a run dir or a checkpoints dir: the newest complete
+    one. ``latest`` is not trusted: a crash between a checkpoint's rename and ``latest``'s
+    leaves it one behind, and an older save could leave it naming a broken directory."""
     path = Path(path)
     for candidate in (path, path / "checkpoints"):
-        if (candidate / "trainer_state.json").is_file():
+        if _complete(candidate):
             return candidate
-        if (candidate / "latest").is_file():
-            return candidate / (candidate / "latest").read_text().strip()
+        newest = newest_complete(candidate) if candidate.is_dir() else None
+        if newest is not None:
+            return newest
     raise FileNotFoundError(
-        f"no checkpoint at {path}: expected a step_XXXXXX directory with trainer_state.json, "
-        "or a run directory whose checkpoints/latest names one (--resume)"
+        f"no complete checkpoint at {path}: expected a step_XXXXXX directory with "
+        "trainer_state.json, or a run directory with one under checkpoints/ (--resume)"
     )
 
 
@@ -94,5 +176,5 @@ def load(path: str | Path) -> tuple[Path, TrainerState, dict]:
     """(checkpoint dir, trainer state, rng state) of a checkpoint."""
     ckpt = resolve(path)
     raw = json.loads((ckpt / "trainer_state.json").read_text())
-    rng = torch.load(ckpt / "rng.pt", weights_only=False)
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
     return ckpt, TrainerState(raw["step"], raw["weight_version"], raw["pairing"]), rng

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 
@@ -14,15 +15,34 @@ class MetricsWriter:
     that a metric was missing rather than a silent gap.
     """
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True):
+    def __init__(
+        self, run_dir: str | Path, tensorboard: bool = True, keep_until: int | None = None
+    ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
+        if keep_until is not None and self.path.exists():
+            self._truncate(keep_until)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def _truncate(self, keep_until: int) -> None:
+        """Drop the rows past step ``keep_until`` (a resumed run writes them again), by an
+        atomic rewrite; a row that does not parse is kept (it is not ours to judge)."""
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                step = json.loads(line).get("step")
+            except (json.JSONDecodeError, AttributeError):
+                step = None
+            if not isinstance(step, int) or step <= keep_until:
+                kept.append(line)
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, self.path)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step}

@@ -99,6 +99,28 @@ def check_failures(rewards: torch.Tensor, limit: float, clients: dict, step: int
         )
 
 
+def preflight(cfg: RunConfig, resume: str | None = None) -> None:
+    """The paths a run reads, checked before anything starts: an actor whose constructor
+    fails on a missing file is restarted by Ray and the driver waits on it forever."""
+    from pathlib import Path
+
+    problems = []
+    manifest = cfg.train.manifest
+    if not manifest:
+        problems.append("train.manifest is empty: give the PairUG manifest `pairuni pair` wrote")
+    elif not Path(manifest).is_file():
+        problems.append(f"train.manifest={manifest!r}: no such file")
+    if cfg.model.path and not (Path(cfg.model.path) / "config.json").is_file():
+        problems.append(f"model.path={cfg.model.path!r}: no config.json there")
+    if resume:
+        try:
+            checkpoint.resolve(resume)
+        except FileNotFoundError as e:
+            problems.append(f"--resume {resume}: {e}")
+    if problems:
+        raise ValueError("cannot start the run:\n  " + "\n  ".join(problems))
+
+
 class Trainer:
     """Owns the actors of a run; ``step()`` is one pass of the dataflow."""
 
@@ -111,6 +133,7 @@ class Trainer:
         from rewards.client import RewardClient
         from rewards.serve import run_endpoints
 
+        preflight(cfg, resume)  # before any actor: a bad path is one clear error, not a hang
         self.cfg = cfg
         self.run_dir = cfg.run.dir
         write_resolved(cfg, self.run_dir)
@@ -134,8 +157,13 @@ class Trainer:
             self.step_num = state.step
             log.info("resumed from %s at step %d", ckpt, self.step_num)
         self.sync_weights()
-        self.metrics = MetricsWriter(self.run_dir)
-        self.stop_requested = False
+        # one row per step: rows past the step this run starts from (a resumed run repeats
+        # them; a fresh run in an old directory starts at 0) are dropped
+        self.metrics = MetricsWriter(self.run_dir, keep_until=self.step_num)
+        self._completed_pairing: dict | None = None
+        self._learner_moved = False
+        self.stopped_by: int | None = None
+        """The signal that stopped ``fit`` early, if one did."""
 
     def sync_weights(self) -> float:
         """Publish the learner's weights once; every consumer loads that version."""
@@ -156,6 +184,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         times: dict[str, float] = {}
         t0 = time.perf_counter()
+        self._completed_pairing = ray.get(self.pairing.state.remote())
         batch = ray.get(self.pairing.next_batch.remote(t.pairs_per_step))
         from pairing.datasets import load_image_ref
 
@@ -175,7 +204,18 @@ class Trainer:
                 task_rewards(gen, t.gen_rewards, cfg.learner.reward_combine),
             ]
         )
-        check_failures(rewards, t.max_failed_reward_fraction, self.clients, self.step_num)
+        try:
+            check_failures(rewards, t.max_failed_reward_fraction, self.clients, self.step_num + 1)
+        except RuntimeError:  # the failing step's reward counts reach metrics.jsonl first
+            self.metrics.write(
+                self.step_num + 1,
+                {
+                    **reward_metrics(rollouts, rewards),
+                    "reward/nan_count": float(torch.isnan(rewards).sum()),
+                    "failed": 1.0,
+                },
+            )
+            raise
         times["time/reward"] = time.perf_counter() - t1
         if cfg.learner.algorithm == "dsr_simpo":
             chosen, rejected = simpo_pairs(rollouts, rewards)
@@ -196,12 +236,14 @@ class Trainer:
             diagnostics = self.learners.grad_cosine(train_batch)
             diagnostics["time/grad_cosine"] = time.perf_counter() - t2
         t2 = time.perf_counter()
+        self._learner_moved = True  # from here a failure leaves the learner past step_num
         learner_metrics = self.learners.update(train_batch)
         times["time/learner"] = time.perf_counter() - t2
         times["time/weight_sync"] = self.sync_weights()
         times["time/step"] = time.perf_counter() - t0
         versions = {r.weight_version for r in rollouts}
         self.step_num += 1
+        self._learner_moved = False
         return {
             **learner_metrics,
             **diagnostics,
@@ -217,18 +259,36 @@ class Trainer:
             "pairs/epoch": float(batch.epochs.max()),
         }
 
-    def save(self) -> Path:
+    def save(self, pairing: dict | None = None) -> Path:
         import ray
 
-        state = checkpoint.TrainerState(
-            self.step_num, self.version, ray.get(self.pairing.state.remote())
-        )
+        pairing = pairing if pairing is not None else ray.get(self.pairing.state.remote())
+        state = checkpoint.TrainerState(self.step_num, self.version, pairing)
         return checkpoint.save(self.run_dir, state, self.cfg, self.learners.save_checkpoint)
 
-    def fit(self) -> Path:
+    def save_after_failure(self, start_step: int) -> Path | None:
+        """A checkpoint of the last completed step after a failed one, when that is safe:
+        some step completed in this run, and the failure came before the learner's update
+        (the pairing cursor is put back to where that step left it)."""
+        if self.step_num <= start_step or self._learner_moved:
+            return None
+        try:
+            return self.save(self._completed_pairing)
+        except Exception:  # the original error is what the user must see
+            log.exception("could not write a checkpoint after the failure")
+            return None
+
+    @property
+    def stop_requested(self) -> bool:
+        return STOP.signum is not None
+
+    def fit(self) -> Path | None:
+        """Train to ``train.steps`` or until a signal; checkpoint at the end. Returns the
+        last checkpoint (None when a signal came before any step of this run)."""
         t = self.cfg.train
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        install_signal_handlers()
+        start = self.step_num
+        path = None
         try:
             from tqdm import tqdm
 
@@ -245,11 +305,22 @@ class Trainer:
                     }
                 )
                 if t.checkpoint_every and self.step_num % t.checkpoint_every == 0:
-                    self.save()
+                    path = self.save()
             bar.close()
-            path = self.save()
+            if self.step_num > start or not self.stop_requested:
+                path = self.save()  # a step saved above is not written again
+        except Exception as e:
+            saved = self.save_after_failure(start)
+            where = (
+                f"checkpoint of step {self.step_num}: {saved} (--resume {self.run_dir})"
+                if saved
+                else "no checkpoint written for this failure"
+            )
+            e.add_note(f"[pairuni] run stopped at step {self.step_num + 1}; {where}")
+            raise
         finally:
             self.metrics.close()
+            self.stopped_by, STOP.signum = STOP.signum, None  # this run's; not the next one's
         plot_curves(
             self.metrics.path,
             self.run_dir / "curves.png",
@@ -278,9 +349,30 @@ class Trainer:
         for name in self.clients:
             serve.delete(name)
 
-    def _on_signal(self, signum, frame) -> None:
+
+class _Stop:
+    """The first SIGTERM / SIGINT of the process: the run checkpoints after the current step
+    (or, during start-up, before its first) and exits 128 + the signal number."""
+
+    signum: int | None = None
+
+
+STOP = _Stop()
+
+
+def _on_signal(signum, frame) -> None:
+    if STOP.signum is None:
         log.warning("signal %d: checkpointing after the current step, then stopping", signum)
-        self.stop_requested = True
+    STOP.signum = signum
+
+
+def install_signal_handlers() -> None:
+    """Install the graceful SIGTERM / SIGINT handlers (main thread only; idempotent)."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _on_signal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,12 +387,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_config(RunConfig, args.config, args.overrides)
+    install_signal_handlers()  # before start-up: a SIGTERM there stops the run cleanly too
     trainer = Trainer(cfg, resume=args.resume)
     try:
         path = trainer.fit()
     finally:
         trainer.close()
     print(f"run directory: {cfg.run.dir}\nlast checkpoint: {path}")
+    if trainer.stopped_by is not None:  # stopped, not finished: a scheduler must not see success
+        print(
+            f"stopped by signal {trainer.stopped_by} at step {trainer.step_num} of "
+            f"{cfg.train.steps}; resume with --resume {cfg.run.dir}"
+        )
+        return 128 + trainer.stopped_by
     return 0
 
 

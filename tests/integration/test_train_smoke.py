@@ -135,6 +135,7 @@ def test_dsr_run_scores_with_the_current_policy_and_stops_on_sigterm(ray_local, 
     finally:
         trainer.close()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert trainer.stopped_by == signal.SIGTERM  # main() exits 128 + 15 on this
     rows = _rows(tmp_path / "dsr")
     assert [r["step"] for r in rows] == [1] and last.name == "step_000001"
     row = rows[0]
@@ -142,3 +143,37 @@ def test_dsr_run_scores_with_the_current_policy_and_stops_on_sigterm(ray_local, 
     assert row["reward/nan_count"] == 0 and math.isfinite(row["loss"])
     # R_U and R_G are mean log-likelihoods: negative, near -log V for a random tiny model
     assert -10.0 < row["reward/und_mean"] < 0 and -10.0 < row["reward/gen_mean"] < 0
+
+
+@pytest.mark.slow
+def test_a_failed_step_is_logged_numbered_and_the_last_good_one_checkpointed(ray_local, tmp_path):
+    from deploy import checkpoint
+    from deploy.train import Trainer
+
+    cfg = _cfg(tmp_path, _manifest(tmp_path), "fail", "train.steps=4", "train.checkpoint_every=0")
+    trainer = Trainer(cfg)
+    hps = trainer.clients["hps"]
+    real = hps.score_with_details
+
+    def fails_from_step_3(items):
+        """The hps endpoint answers nothing from step 3 on (every reward NaN)."""
+        if trainer.step_num >= 2:
+            return [math.nan] * len(items), [{}] * len(items)
+        return real(items)
+
+    hps.score_with_details = fails_from_step_3
+    try:
+        with pytest.raises(RuntimeError, match="step 3: .* of rewards failed") as info:
+            trainer.fit()
+        cursor_after_2 = trainer._completed_pairing
+    finally:
+        trainer.close()
+    note = " ".join(getattr(info.value, "__notes__", []))
+    assert "run stopped at step 3; checkpoint of step 2" in note, note
+    rows = _rows(tmp_path / "fail")
+    # steps 1 and 2 as usual, and the failing step 3's reward counts, numbered as the error
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[2]["failed"] == 1.0 and rows[2]["reward/nan_count"] > 0
+    ckpt, state, _ = checkpoint.load(tmp_path / "fail")
+    assert ckpt.name == "step_000002" and state.step == 2
+    assert state.pairing == cursor_after_2  # the failed step's batch is not skipped on resume
