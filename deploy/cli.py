@@ -112,7 +112,7 @@ def _config_show(args) -> None:
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
 
 
-def _train(args) -> None:
+def _train(args) -> int:
     from deploy.train import main as train_main
 
     argv = [
@@ -121,7 +121,7 @@ def _train(args) -> None:
         *(["--resume", args.resume] if args.resume else []),
         *args.overrides,
     ]
-    train_main(argv)
+    return train_main(argv)  # 128 + signal when a signal stopped it
 
 
 def _export(args) -> None:
@@ -216,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"pairuni: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from deploy.dataflow import (
     task_rewards,
 )
 from deploy.metrics import MetricsWriter, plot_curves
+from deploy.resources import ensure_cluster
 from learner.types import TrainBatch
 
 log = logging.getLogger("pairuni.train")
@@ -137,8 +138,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = cfg.run.dir
         write_resolved(cfg, self.run_dir)
-        if not ray.is_initialized():
-            ray.init(logging_level="WARNING")
+        ensure_cluster(cfg, logging_level="WARNING")  # sized, or a clear shortfall
         t = cfg.train
         terms = {**t.und_rewards, **t.gen_rewards}
         self.pairing = as_actor(PairingActor, {"num_cpus": 0}).remote(t.manifest, cfg.run.seed)

@@ -1,0 +1,27 @@
+"""What a run asks of the cluster: per role, from config, and the message when it cannot fit."""
+
+from __future__ import annotations
+
+from deploy.config import RunConfig, load_config
+from deploy.resources import demands, shortfall
+
+
+def test_smoke_config_asks_three_cpus_by_role():
+    need = {d.role: d.cpus for d in demands(load_config(RunConfig, "deploy/configs/smoke.yaml"))}
+    # 2 x 0.5 text, 1 x 0.5 image, 1 x 1.0 learner, accuracy 0.25 + hps 0.25 (one replica each)
+    assert need == {
+        "text rollout workers": 1.0,
+        "image rollout workers": 0.5,
+        "learners": 1.0,
+        "reward endpoint accuracy": 0.25,
+        "reward endpoint hps": 0.25,
+    }
+
+
+def test_a_shortfall_lists_each_role_and_its_keys():
+    cfg = load_config(RunConfig, "deploy/configs/smoke.yaml", ["learner.learner_num_gpus=1"])
+    msg = shortfall(demands(cfg), cpus=2.0, gpus=0.0)
+    assert "asks for 3 CPUs and 1 GPUs; the Ray cluster has 2 CPUs and 0 GPUs" in msg
+    assert "learner.num_learners x learner.learner_num_cpus" in msg
+    assert "rewards.hps_num_replicas" in msg
+    assert shortfall(demands(load_config(RunConfig, "deploy/configs/smoke.yaml")), 3.0, 0.0) is None
