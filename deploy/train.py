@@ -126,6 +126,18 @@ class Trainer:
     """Owns the actors of a run; ``step()`` is one pass of the dataflow."""
 
     def __init__(self, cfg: RunConfig, resume: str | None = None):
+        preflight(cfg, resume)  # before any actor: a bad path is one clear error, not a hang
+        self.cfg = cfg
+        self.run_dir = cfg.run.dir
+        write_resolved(cfg, self.run_dir)
+        ensure_cluster(cfg, logging_level="WARNING")  # sized, or a clear shortfall
+        try:
+            self._start(resume)
+        except BaseException:  # a failed start stops what it started (actors, Serve apps)
+            self.close()
+            raise
+
+    def _start(self, resume: str | None) -> None:
         import ray
 
         from actors.group import WorkerGroup, as_actor
@@ -134,13 +146,10 @@ class Trainer:
         from rewards.client import RewardClient
         from rewards.serve import run_endpoints
 
-        preflight(cfg, resume)  # before any actor: a bad path is one clear error, not a hang
-        self.cfg = cfg
-        self.run_dir = cfg.run.dir
-        write_resolved(cfg, self.run_dir)
-        ensure_cluster(cfg, logging_level="WARNING")  # sized, or a clear shortfall
+        cfg = self.cfg
         t = cfg.train
         terms = {**t.und_rewards, **t.gen_rewards}
+        self._endpoints = sorted(terms)  # before deploying: a partial deploy is cleaned too
         self.pairing = as_actor(PairingActor, {"num_cpus": 0}).remote(t.manifest, cfg.run.seed)
         self.text_pool = WorkerGroup.text(cfg.model, cfg.rollout)
         self.image_pool = WorkerGroup.image(cfg.model, cfg.rollout)
@@ -338,16 +347,20 @@ class Trainer:
         return path
 
     def close(self) -> None:
-        """Stop this run's actors and reward applications."""
+        """Stop this run's actors and reward applications (those that were started)."""
         import ray
         from ray import serve
 
-        self.text_pool.shutdown()
-        self.image_pool.shutdown()
-        self.learners.shutdown()
-        ray.kill(self.pairing)
-        for name in self.clients:
-            serve.delete(name)
+        for part in ("text_pool", "image_pool", "learners"):
+            if getattr(self, part, None) is not None:
+                getattr(self, part).shutdown()
+        if getattr(self, "pairing", None) is not None:
+            ray.kill(self.pairing)
+        for name in getattr(self, "_endpoints", []):
+            try:
+                serve.delete(name)
+            except Exception:  # never deployed, or Serve already down
+                log.warning("could not delete Serve application %s", name, exc_info=True)
 
 
 class _Stop:

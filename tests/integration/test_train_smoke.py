@@ -177,3 +177,22 @@ def test_a_failed_step_is_logged_numbered_and_the_last_good_one_checkpointed(ray
     ckpt, state, _ = checkpoint.load(tmp_path / "fail")
     assert ckpt.name == "step_000002" and state.step == 2
     assert state.pairing == cursor_after_2  # the failed step's batch is not skipped on resume
+
+
+@pytest.mark.slow
+def test_a_failed_start_leaves_no_actors_or_serve_apps(ray_local, tmp_path):
+    import json as _json
+
+    from ray import serve
+
+    from deploy.train import Trainer
+
+    # a checkpoint whose learner part is missing: the start fails after every role is up
+    ckpt = tmp_path / "broken" / "checkpoints" / "step_000001"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(
+        _json.dumps({"step": 1, "weight_version": 1, "pairing": {}})
+    )
+    with pytest.raises(Exception):  # noqa: B017  (whatever the learner raises)
+        Trainer(_cfg(tmp_path, _manifest(tmp_path), "broken"), resume=str(ckpt))
+    assert not set(serve.status().applications) & {"accuracy", "hps"}
