@@ -87,6 +87,19 @@ def shortfall(need: list[Demand], cpus: float, gpus: float) -> str | None:
     return "\n".join(lines)
 
 
+AUTH_TOKEN = "~/.ray/auth_token"
+"""Where Ray keeps the cluster's authentication token (token auth is Ray's default)."""
+
+
+def warn_if_token_readable(path: str = AUTH_TOKEN) -> bool:
+    """Warn when the Ray token file can be read by other users (it grants the cluster)."""
+    p = os.path.expanduser(path)
+    if os.path.isfile(p) and os.stat(p).st_mode & 0o077:
+        log.warning("%s is readable by other users; chmod 600 %s", path, path)
+        return True
+    return False
+
+
 def ensure_cluster(cfg, **init_kwargs) -> None:
     """Connect to the running cluster (``RAY_ADDRESS`` or an initialised one) or start a
     local one sized from the config; raise ``RuntimeError`` when the config cannot fit."""
@@ -100,6 +113,7 @@ def ensure_cluster(cfg, **init_kwargs) -> None:
             cpus = max(os.cpu_count() or 1, math.ceil(sum(d.cpus for d in need)))
             log.info("starting a local Ray cluster with %d logical CPUs", cpus)
             ray.init(num_cpus=cpus, **init_kwargs)
+    warn_if_token_readable()
     res = ray.cluster_resources()
     msg = shortfall(need, res.get("CPU", 0.0), res.get("GPU", 0.0))
     if msg:

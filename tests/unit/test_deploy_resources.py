@@ -25,3 +25,14 @@ def test_a_shortfall_lists_each_role_and_its_keys():
     assert "learner.num_learners x learner.learner_num_cpus" in msg
     assert "rewards.hps_num_replicas" in msg
     assert shortfall(demands(load_config(RunConfig, "deploy/configs/smoke.yaml")), 3.0, 0.0) is None
+
+
+def test_a_token_file_readable_by_others_is_warned_about(tmp_path, caplog):
+    from deploy.resources import warn_if_token_readable
+
+    token = tmp_path / "auth_token"
+    token.write_text("secret")
+    token.chmod(0o644)
+    assert warn_if_token_readable(str(token)) and "chmod 600" in caplog.text
+    token.chmod(0o600)
+    assert not warn_if_token_readable(str(token))
