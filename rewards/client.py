@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import Counter
 from typing import Any
 
@@ -27,6 +28,10 @@ import numpy as np
 
 from rewards.config import RewardsConfig
 from rewards.types import RewardInputError, encode_png
+
+GONE_CHECK_S = 2.0
+"""While a handle call is pending, how often the client checks that its application still
+exists (a deleted endpoint fails the chunk at once instead of after every retry's timeout)."""
 
 logger = logging.getLogger(__name__)
 
@@ -204,16 +209,52 @@ class RewardClient:
         if self._handle is None:
             self._handle = serve.get_app_handle(self.endpoint)
         response = self._handle.score.remote({"items": items})
+        task = asyncio.ensure_future(_awaited(response))
+        deadline = time.monotonic() + self.cfg.client_timeout_s
         try:
-            answer = await asyncio.wait_for(response, self.cfg.client_timeout_s)
-        except TimeoutError:
-            response.cancel()
-            raise _Retryable(f"timeout after {self.cfg.client_timeout_s}s") from None
+            # wait in slices: an application deleted under us is found in seconds, not at
+            # the timeout (a gone endpoint is not a transient failure: no retries)
+            while not task.done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    response.cancel()
+                    task.cancel()
+                    raise _Retryable(f"timeout after {self.cfg.client_timeout_s}s")
+                await asyncio.wait({task}, timeout=min(GONE_CHECK_S, left))
+                if not task.done() and (gone := await self._gone()):
+                    response.cancel()
+                    task.cancel()
+                    raise _Fatal(gone)
+            answer = task.result()
+        except (_Retryable, _Fatal):
+            raise
         except RewardInputError as e:  # Ray re-raises it as a subclass of RewardInputError
             raise _Fatal(f"bad request: {e.field}: {e.message}") from None
         except Exception as e:
+            if gone := await self._gone():
+                raise _Fatal(gone) from None
             raise _Retryable(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
         return answer
+
+    async def _gone(self) -> str | None:
+        """Why this endpoint's Serve application cannot answer (deleted, failed), or None."""
+        from ray import serve
+
+        try:
+            apps = (await asyncio.to_thread(serve.status)).applications
+        except Exception:  # Serve itself unreachable: let the retries decide
+            return None
+        app = apps.get(self.endpoint)
+        if app is None:
+            return f"endpoint {self.endpoint} is gone: no Serve application of that name"
+        status = str(getattr(app.status, "value", app.status))
+        if status in ("DELETING", "DEPLOY_FAILED"):
+            return f"endpoint {self.endpoint} is gone: its Serve application is {status}"
+        return None
+
+
+async def _awaited(response):
+    return await response
 
 
 def _wire_item(item: dict) -> dict:

@@ -402,3 +402,25 @@ def test_the_replica_still_answers_after_the_fuzz(served):
     _, _, url = served
     r = httpx.post(f"{url}/accuracy/score", json={"items": ACC_ITEMS}, timeout=30)
     assert r.status_code == 200 and len(r.json()["rewards"]) == len(ACC_ITEMS)
+
+
+def test_a_deleted_endpoint_fails_in_seconds_without_retries(served):
+    # last in this module: it deletes the toy judge
+    import time
+
+    from ray import serve
+
+    cfg, handles, _ = served
+    import dataclasses
+
+    patient = dataclasses.replace(cfg, client_timeout_s=60.0, client_max_retries=3)
+    client = RewardClient("toy_judge", patient, mode="handle", handle=handles["toy_judge"])
+    item = {"image": _toy_image({}), "prompt": "a red dot in the top left on a white background"}
+    assert not math.isnan(client.score([item])[0])
+    serve.delete("toy_judge")
+    t0 = time.perf_counter()
+    got = client.score([item])
+    assert math.isnan(got[0])
+    assert time.perf_counter() - t0 < 15, "a vanished endpoint waited for its timeouts"
+    assert client.retries == 0, "a gone endpoint is not retried"
+    assert "is gone" in next(iter(client.failures))[1]
