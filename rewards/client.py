@@ -214,14 +214,16 @@ class RewardClient:
         try:
             # wait in slices: an application deleted under us is found in seconds, not at
             # the timeout (a gone endpoint is not a transient failure: no retries)
-            while not task.done():
+            while True:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0:  # as wait_for: an answer after the deadline is a timeout
                     response.cancel()
                     task.cancel()
                     raise _Retryable(f"timeout after {self.cfg.client_timeout_s}s")
-                await asyncio.wait({task}, timeout=min(GONE_CHECK_S, left))
-                if not task.done() and (gone := await self._gone()):
+                done, _ = await asyncio.wait({task}, timeout=min(GONE_CHECK_S, left))
+                if done:
+                    break
+                if deadline > time.monotonic() and (gone := await self._gone()):
                     response.cancel()
                     task.cancel()
                     raise _Fatal(gone)
