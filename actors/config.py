@@ -1,7 +1,7 @@
 """Rollout configuration: worker pools (count and resources per role) and sampling knobs.
 
 Text workers, image workers and their resources are set independently, so each role
-scales on its own (../shared/DESIGN.md, "Launch"). ``*_workers = 0`` runs that pool
+scales on its own. ``*_workers = 0`` runs that pool
 in-process (local mode, for tests). The rollout group size G is PairUni's (8 for the 1B
 model, 4 for 7B; DSR uses 8).
 

@@ -1,6 +1,6 @@
 """Worker pools: N Ray actors of one plain class, fault-tolerant map, weight broadcast.
 
-``as_actor`` is the ONE place a rollout class becomes a Ray actor (../shared/STYLE.md 4).
+``as_actor`` is the ONE place a rollout class becomes a Ray actor.
 ``WorkerGroup(num_workers=0)`` runs one instance in-process instead (local mode, tests).
 
 A map cuts its requests into fixed chunks of ``batch_size`` in request order (so sampling

@@ -4,7 +4,7 @@ Epoch e visits every pair once, in the order ``permutation(N)`` of a generator s
 ``seed + e``. A batch that crosses the end of epoch e takes the rest of epoch e and then
 the start of epoch e + 1, so no pair repeats within an epoch and none is skipped, and an
 epoch boundary is not special. The state is (epoch, cursor, seed): restoring it continues
-the same sequence (../shared/DESIGN.md, "Checkpoints").
+the same sequence.
 
 A plain class; the driver wraps it with ``actors.group.as_actor``.
 """

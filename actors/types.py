@@ -1,6 +1,6 @@
 """Data contracts between the driver, rollout workers, reward endpoints and the learner.
 
-Small typed dataclasses, not dicts (../shared/DESIGN.md). Arrays are numpy so that they
+Small typed dataclasses, not dicts. Arrays are numpy so that they
 cross the object store zero-copy; nothing here imports ray.
 """
 

@@ -1,8 +1,7 @@
 """Weights as one flat buffer: flatten, zero-copy views, copy into parameters, publish.
 
 A policy version travels as ONE contiguous uint8 numpy buffer plus a manifest
-``((name, dtype, shape, offset, nbytes), ...)`` (../shared/DESIGN.md, "Weights travel as
-one flat buffer"). numpy arrays cross Ray's object store zero-copy (a torch state_dict is
+``((name, dtype, shape, offset, nbytes), ...)``. numpy arrays cross Ray's object store zero-copy (a torch state_dict is
 pickled and copied), so a receiver maps each tensor as a view of the buffer and copies it
 once, into its parameters. bfloat16 has no numpy dtype: it is stored as its raw 16 bits
 (an int16 view) and viewed back as bfloat16 on receipt. Offsets are 64-byte aligned so

@@ -1,4 +1,4 @@
-"""The training loop (../shared/DESIGN.md, "The training step").
+"""The training loop.
 
     ray job submit --working-dir . --runtime-env deploy/runtime_env.yaml -- \\
         python -m deploy.train --config deploy/configs/<run>.yaml [key.sub=value ...]

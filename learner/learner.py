@@ -97,7 +97,7 @@ def _pad(rows: list[np.ndarray], device) -> torch.Tensor:
 
 def score(model: UnifiedModel, rollouts: list, task: str, model_cfg: ModelConfig) -> Padded:
     """Teacher-forced log-probs of one task's rollouts under ``model``: ``values [N, T]``,
-    ``mask [N, T]``; differentiable. The same policies the samplers use (../shared/DESIGN.md):
+    ``mask [N, T]``; differentiable. The same policies the samplers use:
     softmax(lm_head / T) for text, softmax((l_u + w (l_c - l_u)) / T) for image tokens
     (``model.image_logprob_mode``)."""
     # Rollouts of one request in consecutive runs of n: each prompt (and image) is encoded

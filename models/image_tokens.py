@@ -1,6 +1,6 @@
 """Image-token policy of a Janus model: CFG sampling and teacher-forced log-probs.
 
-The image-token policy is the CFG-combined distribution (../shared/DESIGN.md):
+The image-token policy is the CFG-combined distribution:
 
     pi(x_t | c) = softmax((l_u + w * (l_c - l_u)) / T)
 

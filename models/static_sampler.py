@@ -1,7 +1,7 @@
 """Fast image-token rollout (``implementation="static"``): static KV cache, compiled step.
 
 Samples the same policy as the reference loop in ``models/image_tokens.py``, the
-CFG-combined distribution (../shared/DESIGN.md)
+CFG-combined distribution
 
     pi(x_t | c) = softmax((l_u + w * (l_c - l_u)) / T),
 

@@ -2,7 +2,7 @@
 
 The tokenizer is a real byte-level BPE trained here on a small built-in corpus (no
 download): the same class and special tokens a published Janus checkpoint ships, at a
-vocabulary of ~1000. Shapes follow ../shared/ENVIRONMENT.md: 64 px images, patch 16
+vocabulary of ~1000. Shapes: 64 px images, patch 16
 (16 understanding tokens), VQ downsampling 16 (16 image tokens, 256 codes). The text model
 has head_dim 64, which vLLM's CPU attention kernel accepts.
 """

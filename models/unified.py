@@ -21,7 +21,7 @@ from models.prompts import DESCRIBE_QUESTION
 from models.text_tokens import Padded
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Frozen by default: the SigLIP understanding tower and the VQ tokenizer (../shared/DESIGN.md).
+# Frozen by default: the SigLIP understanding tower and the VQ tokenizer.
 VISION_TOWER, VQ_MODEL = "model.vision_model.", "model.vqmodel."
 # The parameters both tasks run through: the language model, its token embeddings included.
 LANGUAGE_MODEL = "model.language_model."

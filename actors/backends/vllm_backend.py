@@ -224,7 +224,7 @@ def janus_processor_without_torchvision() -> None:
     """Let ``models.tiny`` build its processor where torchvision cannot be imported.
 
     The vLLM environment has no torchvision (its PyPI wheels are CUDA builds that fail
-    beside the CPU torch, ../shared/ENVIRONMENT.md). transformers ships the same Janus
+    beside the CPU torch). transformers ships the same Janus
     image processor on a PIL backend; point the torchvision module's name at it. Only in
     this process, and only when torchvision is missing.
     """
