@@ -85,14 +85,19 @@ class StaticDecoder(torch.nn.Module):
         H_kv = tc.num_key_value_heads
         D = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
         kw = dict(device=model.device, dtype=model.dtype)
-        shape = (tc.num_hidden_layers, rows, H_kv, self.S_max, D)
+        # One spare column: every read [:S] (S <= S_max) is then a proper slice, and the step
+        # compiles once for all S (dynamo specialises a slice that spans the whole tensor).
+        shape = (tc.num_hidden_layers, rows, H_kv, self.S_max + 1, D)
         self.register_buffer("k", torch.zeros(shape, **kw), persistent=False)
         self.register_buffer("v", torch.zeros(shape, **kw), persistent=False)
         self.register_buffer(
-            "prompt_valid", torch.zeros(rows, self.S_max, dtype=torch.bool, device=model.device)
+            "prompt_valid",
+            torch.zeros(rows, self.S_max + 1, dtype=torch.bool, device=model.device),
         )
         self.register_buffer("pos0", torch.zeros(rows, dtype=torch.long, device=model.device))
-        self.register_buffer("cols", torch.arange(self.S_max, device=model.device))
+        self.register_buffer("cols", torch.arange(self.S_max + 1, device=model.device))
+        self.additive_mask = attention_kind(model) == "additive"
+        self.mask_min = torch.finfo(model.dtype).min
         for t in (self.k, self.v, self.prompt_valid, self.pos0):
             torch._dynamo.mark_static_address(t)  # mutated in place across CUDA-graph replays
 
@@ -135,14 +140,37 @@ class StaticDecoder(torch.nn.Module):
         j = self.cols[:S]
         valid = self.prompt_valid[:, :S] | ((j >= self.L) & (j <= col))  # [2N, S]
         kv = _KVWriter(self.k, self.v, col, S)
+        mask = valid[:, None, None, :]  # [2N, 1, 1, S], True = attend
+        if self.additive_mask:  # eager attention adds the mask to the scores
+            mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(
+                ~mask, self.mask_min
+            )
         for layer in self.lm.layers:
             x = layer(
                 x,
-                attention_mask=valid[:, None, None, :],  # [2N, 1, 1, S], True = attend
+                attention_mask=mask,
                 position_embeddings=cos_sin,
                 past_key_values=kv,
             )
         return pick(self.head(self.lm.norm(x)[:, -1]), q, cfg_weight, temperature, mode)
+
+
+# The decode step hands the layers a ready 4D mask, so it must be in the form the attention
+# function reads: SDPA takes a boolean "attend" mask; eager attention adds the mask to the
+# scores, so a boolean one would add 0/1 and unmask padding. Others get no 4D mask of ours.
+ATTENTION_MASKS = {"sdpa": "boolean", "eager": "additive"}
+
+
+def attention_kind(model) -> str:
+    """``boolean`` or ``additive``: the 4D mask form the text model's attention reads."""
+    impl = model.config.text_config._attn_implementation or "eager"
+    if impl not in ATTENTION_MASKS:
+        raise ValueError(
+            f"image_implementation='static' supports attention {tuple(ATTENTION_MASKS)}, "
+            f"not {impl!r}: load the model with attn_implementation='sdpa' (the default) or "
+            "use model.image_implementation='reference'"
+        )
+    return ATTENTION_MASKS[impl]
 
 
 def round_up(x: int, b: int) -> int:
@@ -164,14 +192,18 @@ def _compiled_step(dec: StaticDecoder, compile: str):
         return dec.step
     # One graph per kv bucket and per cached decoder: allow more than dynamo's default 8.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    # dynamic=True: the attention length S (one value per kv bucket) is symbolic from the
+    # first call, so the step compiles once, not once static and again dynamic when S first
+    # changes (dynamo's default); CUDA graphs are still recorded once per bucket.
     if compile == "aot_eager":  # tracing check on the CPU: the step must be one graph
-        return torch.compile(dec.step, backend="aot_eager", fullgraph=True)
-    return torch.compile(dec.step, mode="reduce-overhead" if compile != "inductor" else None)
+        return torch.compile(dec.step, backend="aot_eager", fullgraph=True, dynamic=True)
+    mode = "reduce-overhead" if compile != "inductor" else None
+    return torch.compile(dec.step, mode=mode, dynamic=True)
 
 
 def get_decoder(model, rows: int, L: int, K: int, compile: str = "auto"):
     """The cached ``(decoder, step)`` for this model and shape (built on first use)."""
-    key = (rows, L, K, compile, model.device, model.dtype)
+    key = (rows, L, K, compile, model.device, model.dtype, attention_kind(model))
     hit = _DECODERS.get(model)
     if hit is None or hit[0] != key:
         _DECODERS.pop(model, None)  # free the old cache before allocating the new one

@@ -72,6 +72,25 @@ def test_static_logprobs_equal_teacher_forced(m):
     torch.testing.assert_close(lp, s.logprobs, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_static_equals_reference_under_each_attention_implementation(attn):
+    # Prompts of three lengths: left padding and the empty bucket columns must stay masked.
+    # Eager attention adds the mask to the scores: a boolean mask there would add 0/1.
+    m = tiny_unified_model(seed=0)
+    m.hf.set_attn_implementation(attn)
+    (t_ref, lp_ref), (t_fast, lp_fast) = _both(m, 2, 5.0, 0.8, 11, kv_bucket=4)
+    assert static_sampler.attention_kind(m.hf) == {"eager": "additive", "sdpa": "boolean"}[attn]
+    assert torch.equal(t_fast, t_ref)
+    torch.testing.assert_close(lp_fast, lp_ref, atol=1e-5, rtol=0)
+
+
+def test_unsupported_attention_is_refused_with_the_fix(m):
+    hf = tiny_unified_model(seed=0).hf
+    hf.config.text_config._attn_implementation = "flex_attention"
+    with pytest.raises(ValueError, match="attn_implementation='sdpa'.*'reference'"):
+        static_sampler.sample(hf, m.tokenizer, PROMPTS[:1], 1, 5.0, 1.0, 0)
+
+
 def test_pick_by_hand():
     # One row, V = 3. l_c = [2, 0, 0], l_u = 0, w = 2, T = 1: the mixed logits are
     # l_u + w (l_c - l_u) = [4, 0, 0], so log p_0 = 4 - log(e^4 + 2), log p_1 = -log(e^4 + 2).
@@ -120,13 +139,18 @@ def test_config_field():
 
 @pytest.mark.slow
 def test_compiled_step_is_one_graph_and_equal(m):
-    # backend aot_eager + fullgraph: tracing fails on any graph break (a host sync included)
+    # backend aot_eager + fullgraph: tracing fails on any graph break (a host sync included).
+    # One graph for every attention length: a recompile per kv bucket (or a second one when
+    # S first changes, or at the last bucket) costs minutes of inductor time on a GPU.
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     try:
         (t_ref, lp_ref), (t_fast, lp_fast) = _both(
             m, 2, 5.0, 0.7, 3, kv_bucket=8, compile="aot_eager"
         )
     finally:
         static_sampler.release(m.hf)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     assert torch.equal(t_fast, t_ref)
     torch.testing.assert_close(lp_fast, lp_ref, atol=1e-5, rtol=0)
 
