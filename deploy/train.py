@@ -35,6 +35,7 @@ from deploy.dataflow import (
 from deploy.metrics import MetricsWriter, plot_curves
 from deploy.resources import ensure_cluster
 from learner.types import TrainBatch
+from models.config import ConfigError
 
 log = logging.getLogger("pairuni.train")
 
@@ -113,6 +114,14 @@ def preflight(cfg: RunConfig, resume: str | None = None) -> None:
         problems.append(f"train.manifest={manifest!r}: no such file")
     if cfg.model.path and not (Path(cfg.model.path) / "config.json").is_file():
         problems.append(f"model.path={cfg.model.path!r}: no config.json there")
+    terms = {**cfg.train.und_rewards, **cfg.train.gen_rewards}
+    try:
+        cfg.rewards.check_deployable(terms)
+    except ConfigError as e:
+        problems.append(str(e))
+    hps = cfg.rewards.hps_checkpoint
+    if "hps" in terms and hps and not Path(hps).is_file():
+        problems.append(f"rewards.hps_checkpoint={hps!r}: no such file")
     if resume:
         try:
             checkpoint.resolve(resume)

@@ -55,6 +55,7 @@ def serve_rewards(args: argparse.Namespace) -> None:
     from rewards.serve import run_endpoints
 
     cfg = load_rewards_config(args.config, args.overrides)
+    cfg.check_deployable(cfg.endpoints)
 
     def start() -> None:
         run_endpoints(cfg)

@@ -50,7 +50,9 @@ class RewardsConfig:
     """Accuracy: math checker processes per replica; one hanging check holds one of them."""
 
     hps_checkpoint: str = ""
-    """HPSv2: local HPS v2.0/v2.1 `*_compressed.pt` ({'state_dict': ...}). Empty: random weights (tests only)."""
+    """HPSv2: local HPS v2.0/v2.1 `*_compressed.pt` ({'state_dict': ...}); required to serve ViT-H-14."""
+    hps_allow_random_weights: bool = False
+    """HPSv2: serve ViT-H-14 with random weights when hps_checkpoint is empty (benchmarks only)."""
     hps_arch: str = "ViT-H-14"
     """HPSv2: OpenCLIP architecture, ViT-H-14 (the published one) | tiny (tests, benchmarks)."""
     hps_device: str = "cpu"
@@ -137,6 +139,25 @@ class RewardsConfig:
     """Requests one client has in flight at once."""
     client_chunk_size: int = 64
     """Items per request the client sends (<= max_items_per_request)."""
+
+    def check_deployable(self, endpoints) -> None:
+        """Refuse what would serve meaningless rewards: HPS's ViT-H-14 without its weights.
+
+        Called where the endpoints to deploy are known, before any actor starts (the run
+        config's reward terms, ``pairuni serve rewards``, ``serve run``)."""
+        check(
+            "hps" not in endpoints
+            or self.hps_arch != "ViT-H-14"
+            or bool(self.hps_checkpoint)
+            or self.hps_allow_random_weights,
+            "rewards.hps_checkpoint",
+            self.hps_checkpoint,
+            "the hps endpoint needs the HPS v2 weights: without them ViT-H-14 scores with "
+            "random weights, a reward that means nothing",
+            "set rewards.hps_checkpoint to a local HPS_v2.1_compressed.pt (or HPS_v2_compressed"
+            ".pt); for a benchmark of random weights set rewards.hps_allow_random_weights=true, "
+            "for tests rewards.hps_arch=tiny",
+        )
 
     def endpoint_setting(self, endpoint: str, name: str):
         """``endpoint_setting("hps", "max_batch_size")`` -> ``self.hps_max_batch_size``."""

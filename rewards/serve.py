@@ -375,6 +375,7 @@ def build_app(endpoint: str, args: dict | RewardsConfig | None = None):
     if endpoint not in DEPLOYMENTS:
         raise ValueError(f"unknown reward endpoint {endpoint!r}; valid: {sorted(DEPLOYMENTS)}")
     cfg = config_from_args(args)
+    cfg.check_deployable([endpoint])
     return DEPLOYMENTS[endpoint].options(**deployment_options(cfg, endpoint)).bind(cfg)
 
 
@@ -405,6 +406,7 @@ def run_endpoints(cfg: RewardsConfig, endpoints: tuple[str, ...] | None = None) 
 
     cfg.validate()
     names = list(endpoints or cfg.endpoints)
+    cfg.check_deployable(names)
     unknown = [e for e in names if e not in ENDPOINTS]
     if unknown:
         raise ValueError(f"unknown reward endpoints {unknown}; valid: {list(ENDPOINTS)}")

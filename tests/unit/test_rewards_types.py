@@ -225,3 +225,17 @@ def test_every_config_field_has_a_docstring():
         if isinstance(node, ast.AnnAssign):
             nxt = body[i + 1]
             assert isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant), node.target.id
+
+
+def test_serving_hps_without_weights_is_refused_before_anything_starts():
+    from rewards.serve import build_app
+
+    cfg = RewardsConfig()  # ViT-H-14, no checkpoint
+    with pytest.raises(ConfigError, match=r"rewards\.hps_checkpoint.*random weights"):
+        cfg.check_deployable(["accuracy", "hps"])
+    with pytest.raises(ConfigError, match=r"rewards\.hps_checkpoint"):
+        build_app("hps", {})  # serve run deploy/serve_rewards.yaml builds through this
+    cfg.check_deployable(["accuracy"])  # no hps endpoint: nothing to refuse
+    RewardsConfig(hps_arch="tiny").check_deployable(["hps"])
+    RewardsConfig(hps_allow_random_weights=True).check_deployable(["hps"])
+    RewardsConfig(hps_checkpoint="/models/hps.pt").check_deployable(["hps"])
