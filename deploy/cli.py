@@ -96,6 +96,15 @@ def _model_sample(args) -> None:
     print(f"answer -> {answer.texts[0]!r} ({t2 - t1:.2f}s; details in {out / 'answer.json'})")
 
 
+def _model_convert(args) -> None:
+    from functools import partial
+
+    from models.convert import convert_checkpoint
+
+    out = convert_checkpoint(args.src, args.out, log=partial(print, flush=True))
+    print(f"load it with model.path={out} (or `pairuni model info --model {out}`)")
+
+
 def _config_keys(args) -> None:
     from deploy.config import RunConfig, describe
 
@@ -159,6 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_model_sample)
+    p = model.add_parser(
+        "convert",
+        help="convert DeepSeek's original Janus / Janus-Pro checkpoint to transformers' format",
+        description="Convert a checkpoint in DeepSeek's original layout (config.json with "
+        "model_type 'multi_modality', as on deepseek-ai/Janus-Pro-1B and -7B) into "
+        "transformers' Janus format, which pairuni loads: config, tokenizer, processor and "
+        "safetensors shards in the stored dtype. Writes to a temporary directory beside --out "
+        "and renames it at the end.",
+    )
+    p.add_argument("--src", required=True, help="original-format checkpoint directory")
+    p.add_argument("--out", required=True, help="new (or empty) directory to write")
+    p.set_defaults(func=_model_convert)
 
     config = sub.add_parser("config", help="inspect the run config").add_subparsers(
         dest="config_command", required=True

@@ -54,6 +54,9 @@ class ModelConfig:
     """Longest sampled answer, in tokens."""
     image_logprob_mode: str = "combined"
     """Image-token policy the learner scores: combined (CFG-mixed, as sampled) | conditional (T2I-R1)."""
+    image_logprob_chunk: int = 64
+    """Image positions per chunk when the learner scores image tokens (head, log-softmax and
+    their backward recomputed per chunk): bounds the [2N, K, 16384] fp32 logits; 0 = one pass."""
     image_implementation: str = "reference"
     """Image-token sampling loop: reference (plain loop) | static (static KV cache, CUDA graphs on GPU)."""
     train_vision_tower: bool = False
@@ -103,6 +106,13 @@ class ModelConfig:
             self.image_logprob_mode,
             f"must be one of {LOGPROB_MODES}",
             "use 'combined'",
+        )
+        check(
+            self.image_logprob_chunk >= 0,
+            "model.image_logprob_chunk",
+            self.image_logprob_chunk,
+            "must be >= 0 (0: no chunking)",
+            "use 64",
         )
         check(
             self.image_implementation in IMAGE_IMPLEMENTATIONS,

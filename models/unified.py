@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import image_tokens, static_sampler, text_tokens
+from models import image_tokens, static_sampler, text_tokens, vq
 from models.prompts import DESCRIBE_QUESTION
 from models.text_tokens import Padded
 
@@ -211,10 +211,13 @@ class UnifiedModel:
         cfg_weight: float = 5.0,
         mode: str = "combined",
         temperature: float = 1.0,
+        chunk: int = image_tokens.LOGPROB_CHUNK,
     ) -> torch.Tensor:
         """Teacher-forced log-probs ``[N, K]`` of image tokens; differentiable.
 
         ``prompts`` has one entry per row of ``tokens`` or one per group of n rows.
+        ``chunk`` bounds memory: image positions per head -> log-softmax pass, recomputed in
+        the backward pass (0: one pass over all K, ~1.2 GB of fp32 logits per 16 rows).
         """
         prompts = _check_text("prompts", prompts)
         if mode == "combined":
@@ -231,7 +234,7 @@ class UnifiedModel:
                 f"{tokens.shape[0]} token rows do not divide into {len(prompts)} prompts"
             )
         return image_tokens.logprobs(
-            self.hf, self.tokenizer, prompts, tokens, cfg_weight, temperature, mode
+            self.hf, self.tokenizer, prompts, tokens, cfg_weight, temperature, mode, chunk
         )
 
     @torch.no_grad()
@@ -249,7 +252,10 @@ class UnifiedModel:
 
     @torch.no_grad()
     def encode_images(self, images) -> torch.Tensor:
-        """VQ token ids ``[N, K]`` of images (resized and padded to the VQ resolution)."""
+        """VQ token ids ``[N, K]`` of images (resized and padded to the VQ resolution).
+
+        Codes are picked by cosine, as Janus's tokenizer does (``models/vq.py`` says why this
+        is not transformers' ``vqmodel.encode``)."""
         images = as_rgb_list(images)
         side = self.image_size
         px = self.processor.image_processor(
@@ -259,8 +265,7 @@ class UnifiedModel:
             image_std=[0.5] * 3,
             return_tensors="pt",
         ).pixel_values  # [N, 3, S, S] in [-1, 1]
-        out = self.hf.model.vqmodel.encode(px.to(self.device, self.dtype))
-        return out.image_tokens.view(len(images), -1)
+        return vq.encode(self.hf.model.vqmodel, px.to(self.device, self.dtype))
 
     # ---- understanding ------------------------------------------------------------------
     def _understanding_inputs(self, images, questions):
@@ -350,6 +355,36 @@ def tiny_unified_model(seed: int = 0, shape=None) -> UnifiedModel:
     return UnifiedModel(hf, processor)
 
 
+def check_checkpoint_dir(path: str | os.PathLike, key: str = "model.path") -> None:
+    """Raise, naming ``key`` and the fix, unless ``path`` holds a transformers-format Janus
+    checkpoint (a ``config.json`` with ``model_type: janus``). Cheap: reads one JSON file, so
+    a run checks its paths with it before any actor starts."""
+    import json
+
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{key}: no model checkpoint at {path} (expected {config_file}); give a "
+            "local Janus checkpoint directory, or write one with `pairuni model tiny --out DIR`"
+        )
+    try:
+        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"{config_file} is not a readable JSON object: {e}") from e
+    if model_type != "janus":
+        what = (
+            "DeepSeek's original Janus / Janus-Pro format, which transformers' Janus cannot load"
+            if model_type == "multi_modality"
+            else "not a Janus checkpoint in transformers' format (model_type 'janus')"
+        )
+        raise ValueError(
+            f"{key}: {config_file} has model_type {model_type!r}: {what}. Convert an "
+            f"original-format checkpoint once with `pairuni model convert --src {path} --out "
+            f"{path}-hf` and point {key} at the output"
+        )
+
+
 def load_unified_model(
     path: str | os.PathLike,
     dtype: str | torch.dtype = "float32",
@@ -357,20 +392,32 @@ def load_unified_model(
     *,
     train_vision_tower: bool = False,
 ) -> UnifiedModel:
-    """Load a local HF-format Janus checkpoint directory (as published for Janus-Pro)."""
+    """Load a local Janus checkpoint directory in transformers' format (``model_type: janus``).
+
+    DeepSeek's original layout (``model_type: multi_modality``) is refused: transformers would
+    fall back to a default text config and miss every weight. ``pairuni model convert``
+    converts it once."""
     from transformers import JanusForConditionalGeneration, JanusProcessor
 
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"no model checkpoint at {path} (expected {path / 'config.json'}); set model.path to "
-            "a local Janus checkpoint directory, or write one with `pairuni model tiny --out DIR`"
-        )
+    check_checkpoint_dir(path)
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is not one of {tuple(DTYPES)}")
         dtype = DTYPES[dtype]
     hf = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True)
     processor = JanusProcessor.from_pretrained(path, local_files_only=True)
+    # The unconditional CFG prompt is filled with the tokenizer's pad token. A pad token the
+    # tokenizer states is kept; only a tokenizer without one takes the config's.
+    tokenizer = processor.tokenizer
+    if tokenizer.pad_token_id is None:
+        pad_id = hf.config.text_config.pad_token_id
+        if pad_id is None:
+            raise ValueError(
+                f"{path}: no pad token (tokenizer_config.json pad_token and config.json "
+                "text_config.pad_token_id are both unset); the unconditional CFG prompt needs "
+                "one: set pad_token in tokenizer_config.json (Janus-Pro's is '<｜▁pad▁｜>')"
+            )
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
     hf.to(device).eval()
     return UnifiedModel(hf, processor, train_vision_tower=train_vision_tower)

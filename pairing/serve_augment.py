@@ -272,10 +272,8 @@ def run_augment_server(cfg: AugmentServerConfig):
     """Start Serve on ``cfg.host:cfg.port`` and run the endpoint at ``/``; returns its handle.
     Ray must be initialised."""
     cfg.validate()
-    if not (Path(cfg.model_path) / "config.json").is_file():
-        raise FileNotFoundError(
-            f"no model checkpoint at {cfg.model_path} (expected config.json there); pass "
-            "--model DIR (write a tiny one with `pairuni model tiny --out DIR`)"
-        )
+    from models.unified import check_checkpoint_dir
+
+    check_checkpoint_dir(cfg.model_path, key="--model")
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     return serve.run(build_augment_app(cfg), name="augment", route_prefix="/")

@@ -112,6 +112,35 @@ def test_image_logprobs_batch_invariant(m):
     torch.testing.assert_close(both, alone, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("mode", ["combined", "conditional"])
+@pytest.mark.parametrize("chunk", [1, 5, 16])
+def test_chunked_image_logprobs_equal_one_pass_values_and_gradients(m, mode, chunk):
+    # Chunks of 1, of 5 (K = 16 is no multiple of 5: a short last chunk) and of K: the same
+    # log-probs and the same parameter gradients as the one-pass computation.
+    s = m.sample_image_tokens(PROMPTS, n=2, seed=3)
+    adv = torch.linspace(-1.0, 1.0, s.tokens.shape[0])[:, None]
+    out = {}
+    for c in (0, chunk):
+        lp = m.image_logprobs(PROMPTS, s.tokens, mode=mode, chunk=c)
+        (adv * lp).sum().backward()
+        grads = {
+            k: p.grad.clone() for k, p in m.trainable_parameters().items() if p.grad is not None
+        }
+        m.hf.zero_grad(set_to_none=True)
+        out[c] = (lp.detach(), grads)
+    torch.testing.assert_close(out[chunk][0], out[0][0], atol=1e-6, rtol=0)
+    assert out[chunk][1].keys() == out[0][1].keys() and out[0][1]
+    for k, g in out[0][1].items():
+        err = (out[chunk][1][k] - g).abs().max().item()
+        assert err <= 1e-5 * (1 + g.abs().max().item()), (k, err)
+
+
+def test_image_logprob_chunk_must_not_be_negative(m):
+    s = m.sample_image_tokens(PROMPTS[:1], n=1, seed=3)
+    with pytest.raises(ValueError, match="chunk=-1"):
+        m.image_logprobs(PROMPTS[:1], s.tokens, chunk=-1)
+
+
 def test_text_sampler_logprobs_equal_teacher_forced(m, images):
     t = m.sample_text(images, QUESTIONS, n=2, temperature=0.9, max_new_tokens=12, seed=2)
     assert len(t.token_ids) == len(t.logprobs) == len(t.texts) == 4
