@@ -66,7 +66,9 @@ class SftData:
         )  # [N_gen, K]
 
 
-def sft_step(learner, data: SftData, und_idx, gen_idx, agg: str) -> dict[str, float]:
+def sft_step(
+    learner, data: SftData, und_idx, gen_idx, agg: str, agg_constant: float = 0.0
+) -> dict[str, float]:
     """One optimiser step of the NLL on the chosen examples (both tasks in one loss)."""
     from learner.losses import nll_loss
 
@@ -90,7 +92,7 @@ def sft_step(learner, data: SftData, und_idx, gen_idx, agg: str) -> dict[str, fl
     lp_all = torch.cat([torch.nn.functional.pad(v, (0, T - v.shape[1])) for v in values])  # [N, T]
     mask_all = torch.cat([torch.nn.functional.pad(m, (0, T - m.shape[1])) for m in masks])  # [N, T]
     tids = torch.tensor(task_ids, device=lp_all.device)
-    loss, m = nll_loss(lp_all, mask_all, agg=agg, task_ids=tids)
+    loss, m = nll_loss(lp_all, mask_all, agg=agg, task_ids=tids, agg_constant=agg_constant or None)
     for name, t in (("und", 0), ("gen", 1)):
         sel = tids == t
         if bool(sel.any()):
@@ -129,7 +131,9 @@ def run_sft(cfg: RunConfig, out: str | Path | None = None) -> Path:
         for step in tqdm(range(1, s.steps + 1), desc="sft", unit="step"):
             und_idx = streams["und"].take(s.per_step("und"))
             gen_idx = streams["gen"].take(s.per_step("gen"))
-            m = sft_step(learner, data, und_idx, gen_idx, cfg.learner.loss_agg)
+            m = sft_step(
+                learner, data, und_idx, gen_idx, cfg.learner.loss_agg, cfg.learner.loss_agg_constant
+            )
             m["time/elapsed"] = time.perf_counter() - t0
             writer.write(step, m)
     finally:

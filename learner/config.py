@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from learner.advantages import ADV_SCALES, REWARD_COMBINE
-from learner.losses import AGG_MODES
+from learner.losses import AGG_MODES, KL_ESTIMATORS
 from models.config import check
 
 ALGORITHMS: dict[str, tuple[str | None, str]] = {
@@ -65,9 +65,28 @@ class LearnerConfig:
     eps_high: float = 0.2
     """Upper clip range: ratio <= 1 + eps_high (PairUni 0.2; DSR clip-higher 0.28)."""
     kl_coef: float = 0.0
-    """beta_KL, weight of the k3 KL to the reference policy (PairUni 0; DSR 0.04)."""
+    """beta_KL, weight of the KL to the reference policy (PairUni 0; DSR 0.04)."""
+    kl_estimator: str = "k3"
+    """Per-token KL estimator (Schulman 2020; verl ``kl_loss_type``): k1 (logp - ref) | k2
+    (0.5 * (logp - ref)^2) | k3 (exp(ref - logp) - (ref - logp) - 1, clamped at 10 as verl's
+    ``low_var_kl``). Default k3 (DeepSeekMath GRPO eq. 4; verl's default ``low_var_kl``)."""
     loss_agg: str = "task-token-mean"
-    """Token aggregation: token-mean (DAPO) | seq-mean-token-mean (GRPO) | task-token-mean."""
+    """Token aggregation: token-mean (DAPO) | seq-mean-token-mean (GRPO) | task-token-mean |
+    seq-mean-token-sum-norm (Dr. GRPO: token sums / ``loss_agg_constant``, mean over sequences)."""
+    loss_agg_constant: float = 0.0
+    """The constant length normaliser of loss_agg=seq-mean-token-sum-norm (Dr. GRPO's
+    MAX_TOKENS; verl ``loss_scale_factor``, whose default is the padded response length).
+    Required > 0 with that mode, unused by the others (default 0: unset). A good value: the
+    maximum generated length (``model.max_new_tokens`` for answers); for images the number of
+    image tokens (576 for Janus-Pro at 384 px). One constant serves both tasks, so a long image
+    rollout then weighs more than a short answer: pick it for the task that matters most."""
+    dual_clip: bool = False
+    """Dual-clip PPO (Ye et al. 2020, "Mastering complex control in MOBA games"; verl applies it
+    always): a token with A < 0 has its loss capped at -clip_ratio_c * A. Default off (the
+    PairUni and DSR objective, unchanged)."""
+    clip_ratio_c: float = 3.0
+    """The dual clip's bound c on the ratio for A < 0; must be > 1 (default 3.0: verl
+    ``clip_ratio_c``). Read only with ``dual_clip``."""
 
     ppo_epochs: int = 1
     """Optimiser steps per rollout batch (verl ``ppo_epochs``, OpenRLHF ``max_epochs``). Epochs
@@ -153,6 +172,31 @@ class LearnerConfig:
             "use 'sum_then_normalise'",
         )
         one_of("learner.loss_agg", self.loss_agg, AGG_MODES, "use 'task-token-mean'")
+        one_of("learner.kl_estimator", self.kl_estimator, KL_ESTIMATORS, "use 'k3'")
+        check(
+            self.loss_agg_constant >= 0,
+            "learner.loss_agg_constant",
+            self.loss_agg_constant,
+            "must be >= 0 (0: unset)",
+            "use 0, or the maximum generated length with loss_agg=seq-mean-token-sum-norm",
+        )
+        check(
+            self.loss_agg != "seq-mean-token-sum-norm" or self.loss_agg_constant > 0,
+            "learner.loss_agg_constant",
+            self.loss_agg_constant,
+            "must be > 0 when learner.loss_agg='seq-mean-token-sum-norm' (the constant that "
+            "divides each sequence's summed token losses)",
+            "set it to the maximum generated length (for images the number of image tokens, "
+            "576 for Janus-Pro)",
+        )
+        check(
+            self.clip_ratio_c > 1,
+            "learner.clip_ratio_c",
+            self.clip_ratio_c,
+            "must be > 1 (the dual clip caps the loss of a token with A < 0 at "
+            "-clip_ratio_c * A; c <= 1 would cap tokens at ratio 1)",
+            "use 3.0 (verl)",
+        )
         check(self.adv_eps >= 0, "learner.adv_eps", self.adv_eps, "must be >= 0", "use 1e-6")
         check(
             0 <= self.eps_low < 1,

@@ -117,6 +117,7 @@ def score(model: UnifiedModel, rollouts: list, task: str, model_cfg: ModelConfig
         cfg_weight=model_cfg.cfg_weight,
         mode=model_cfg.image_logprob_mode,
         temperature=model_cfg.image_temperature,
+        chunk=model_cfg.image_logprob_chunk,
     )  # [N, K]
     return Padded(values, torch.ones_like(values, dtype=torch.bool))
 
@@ -442,10 +443,14 @@ class Learner:
             task_ids=task_ids,
             ref_logprobs=None if ref is None else ref.values,
             kl_coef=self.cfg.kl_coef,
+            kl_estimator=self.cfg.kl_estimator,
+            dual_clip=self.cfg.dual_clip,
+            clip_ratio_c=self.cfg.clip_ratio_c,
             normaliser=normaliser,
+            agg_constant=self.cfg.loss_agg_constant,
         )
         n_tok = m["tokens"]
-        for key in ("clip_fraction", "approx_kl", "ratio_mean", "kl_ref"):
+        for key in ("clip_fraction", "dual_clip_fraction", "approx_kl", "ratio_mean", "kl_ref"):
             stats.add(f"sum/{key}", m[key] * n_tok)
         stats.add("sum/loss_tokens", n_tok)
         stats.maximum("max/ratio_max", m["ratio_max"])

@@ -39,11 +39,12 @@ class Stats:
 def reduce_metrics(raws: list[dict[str, float]]) -> dict[str, float]:
     """Combine the ranks' raw stats (rank 0 first) into the update's metrics.
 
-    loss (the full-batch objective), clip_fraction / approx_kl / ratio_mean / kl_ref
-    (token-weighted means), ratio_max, grad_norm (global, before clipping; NaN when DeepSpeed
-    did not compute one), lr, version, micro_batches, logprob_diff (mean |sampler - learner|
-    per token, all tasks) with logprob_diff/<task> and logprob_diff_max, tokens/<task>,
-    rollouts/<task>; SimPO adds simpo/reward_chosen, reward_rejected, margin, accuracy, pairs.
+    loss (the full-batch objective), clip_fraction / dual_clip_fraction / approx_kl /
+    ratio_mean / kl_ref (token-weighted means), ratio_max, grad_norm (global, before
+    clipping; NaN when DeepSpeed did not compute one), lr, version, micro_batches,
+    logprob_diff (mean |sampler - learner| per token, all tasks) with logprob_diff/<task> and
+    logprob_diff_max, tokens/<task>, rollouts/<task>; SimPO adds simpo/reward_chosen,
+    reward_rejected, margin, accuracy, pairs.
     """
     total: dict[str, float] = {}
     for raw in raws:
@@ -62,7 +63,7 @@ def reduce_metrics(raws: list[dict[str, float]]) -> dict[str, float]:
     }
     n_tok = s("loss_tokens")
     if n_tok > 0:
-        for key in ("clip_fraction", "approx_kl", "ratio_mean", "kl_ref"):
+        for key in ("clip_fraction", "dual_clip_fraction", "approx_kl", "ratio_mean", "kl_ref"):
             out[key] = s(key) / n_tok
         out["ratio_max"] = total["max/ratio_max"]
     pairs = s("simpo_pairs")

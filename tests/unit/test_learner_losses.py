@@ -246,7 +246,8 @@ def _tiny_policy_batch(seed=0, N=12, T=9, D=6, V=11):
 def test_micro_batches_with_normaliser_equal_full_batch(agg):
     W, logprobs, old, ref, A, mask, task = _tiny_policy_batch()
     N = mask.shape[0]
-    kw = dict(agg=agg, kl_coef=0.04, eps_low=0.2, eps_high=0.28)
+    # agg_constant: seq-mean-token-sum-norm's length normaliser (T); the other modes ignore it
+    kw = dict(agg=agg, kl_coef=0.04, eps_low=0.2, eps_high=0.28, agg_constant=9.0)
 
     def run(chunks, normaliser):
         W.grad = None
