@@ -36,6 +36,7 @@ from deploy.metrics import MetricsWriter, plot_curves
 from deploy.resources import ensure_cluster
 from learner.types import TrainBatch
 from models.config import ConfigError
+from models.unified import check_checkpoint_dir
 
 log = logging.getLogger("pairuni.train")
 
@@ -112,8 +113,11 @@ def preflight(cfg: RunConfig, resume: str | None = None) -> None:
         problems.append("train.manifest is empty: give the PairUG manifest `pairuni pair` wrote")
     elif not Path(manifest).is_file():
         problems.append(f"train.manifest={manifest!r}: no such file")
-    if cfg.model.path and not (Path(cfg.model.path) / "config.json").is_file():
-        problems.append(f"model.path={cfg.model.path!r}: no config.json there")
+    if cfg.model.path:
+        try:
+            check_checkpoint_dir(cfg.model.path)
+        except (OSError, ValueError) as e:
+            problems.append(str(e))
     terms = {**cfg.train.und_rewards, **cfg.train.gen_rewards}
     try:
         cfg.rewards.check_deployable(terms)

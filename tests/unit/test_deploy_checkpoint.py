@@ -99,10 +99,20 @@ def test_preflight_names_every_bad_path_before_anything_starts(tmp_path):
     with pytest.raises(ValueError) as info:  # the missing manifest used to hang the driver
         preflight(cfg, resume=str(tmp_path / "nowhere"))
     msg = str(info.value)
-    assert "train.manifest is empty" in msg and "model.path=" in msg and "--resume" in msg
+    assert "train.manifest is empty" in msg and "model.path: no model checkpoint" in msg
+    assert "--resume" in msg
     manifest = tmp_path / "m.parquet"
     manifest.write_bytes(b"")
-    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "config.json").write_text('{"model_type": "multi_modality"}')
+    cfg = load_config(
+        RunConfig,
+        "deploy/configs/smoke.yaml",
+        [f"train.manifest={manifest}", f"model.path={tmp_path}"],
+    )
+    with pytest.raises(ValueError, match="model.path: .*'multi_modality'.*pairuni model convert"):
+        preflight(cfg)  # DeepSeek's original layout: the actor would fail in its constructor
+    (tmp_path / "config.json").write_text('{"model_type": "janus"}')
+    preflight(cfg)
     preflight(load_config(RunConfig, "deploy/configs/smoke.yaml", [f"train.manifest={manifest}"]))
 
 
