@@ -93,10 +93,17 @@ def run_batch(m, args, batch: int, bw: float) -> dict:
             m.hf, m.tokenizer, prompts, n, w, T, args.seed, kv_bucket=args.kv_bucket
         ),
     }
-    secs, outs = {}, {}
+    secs, outs, first = {}, {}, {}
     for name in args.impls.split(","):
-        for _ in range(args.warmup):
+        for i in range(args.warmup):  # the first call compiles (static on CUDA): report it
+            t0 = time.perf_counter()
             impls[name]()
+            sync(m.device)
+            if i == 0:
+                first[f"{name}_first_call_s"] = time.perf_counter() - t0
+                print(
+                    f"  {name:9s} batch {batch}: first call {first[f'{name}_first_call_s']:.1f} s"
+                )
         secs[name], outs[name] = timed(impls[name], m.device, args.repeats)
         print(f"  {name:9s} batch {batch}: {secs[name]:.3f} s ({batch / secs[name]:.2f} img/s)")
     L = image_tokens.image_prompt_ids(m.tokenizer, prompts, 1, "cpu")[0].shape[1]
@@ -113,6 +120,7 @@ def run_batch(m, args, batch: int, bw: float) -> dict:
         "copy_GBps": bw / 1e9,
         "GB_per_step": (W + kv_col * (L + K / 2)) / 1e9,
         **{f"{k}_img_s": batch / v for k, v in secs.items()},
+        **first,
     }
     if "static" in secs:
         row["roofline_frac"] = roof_s / secs["static"]

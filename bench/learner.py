@@ -10,12 +10,21 @@ CFG-combined: 2 streams x (prompt + K image tokens)) and of an understanding bat
 ``torch.optim.AdamW`` step on the trainable parameters (parameters in the model dtype: no fp32
 master copy, unlike the DeepSpeed learner). Each configuration runs in its own process, so
 its peak memory (CUDA allocator peak, or max RSS on the CPU) is its own. One summary line
-per configuration.
+per configuration, then each chunk size's peak memory and step time as a ratio against the
+first chunk size given (same run).
+
+``--chunk 0,64`` compares the one-pass image log-probs (``[2N, K, 16384]`` fp32 logits
+alive at once) with the chunked ones (``model.image_logprob_chunk``). On a CPU the 1B shape
+fits with a shallow text model and no optimizer:
+
+    python -m bench.learner --size 1b --layers 2 --dtype float32 --gen-batch 16 \
+        --und-batch 0 --no-optimizer --gc off --chunk 0,64 --warmup 0 --steps 1
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -47,37 +56,40 @@ def make_batch(m, args, rng):
     )
 
 
-def step(m, opt, b, cfg_weight: float) -> float:
-    """One surrogate step; returns the loss."""
+def step(m, opt, b, cfg_weight: float, chunk: int) -> float:
+    """One surrogate step (no optimizer step when ``opt`` is None); returns the loss."""
     dev = m.device
-    lp_g = m.image_logprobs(b["prompts"], b["tokens"], cfg_weight=cfg_weight)  # [Bg, K]
-    loss_g = -(b["adv_g"].to(dev)[:, None] * lp_g).mean()
-    lp_u = m.text_logprobs(b["images"], b["questions"], b["answers"])  # padded [Bu, T]
-    mask = lp_u.mask.to(lp_u.values.dtype)
-    loss_u = -(b["adv_u"].to(dev)[:, None] * lp_u.values * mask).sum() / mask.sum()
-    loss = loss_g + loss_u
+    lp_g = m.image_logprobs(b["prompts"], b["tokens"], cfg_weight=cfg_weight, chunk=chunk)
+    loss = -(b["adv_g"].to(dev)[:, None] * lp_g).mean()  # lp_g [Bg, K]
+    if b["questions"]:
+        lp_u = m.text_logprobs(b["images"], b["questions"], b["answers"])  # padded [Bu, T]
+        mask = lp_u.mask.to(lp_u.values.dtype)
+        loss = loss - (b["adv_u"].to(dev)[:, None] * lp_u.values * mask).sum() / mask.sum()
     loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    if opt is not None:
+        opt.step()
+    m.hf.zero_grad(set_to_none=True)
     return loss.detach()
 
 
-def run_one(args, gc: bool) -> dict:
+def run_one(args, gc: bool, chunk: int) -> dict:
     m = build(args.size, args.device, args.dtype, args.layers, args.image_tokens, args.seed)
     m.hf.train()
     if gc:
         m.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = list(m.trainable_parameters().values())
-    opt = torch.optim.AdamW(params, lr=1e-6, fused=m.device.type == "cuda")
+    opt = None
+    if not args.no_optimizer:
+        opt = torch.optim.AdamW(params, lr=1e-6, fused=m.device.type == "cuda")
     b = make_batch(m, args, np.random.default_rng(args.seed))
     if m.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for _ in range(args.warmup):
-        step(m, opt, b, args.cfg)
+        step(m, opt, b, args.cfg, chunk)
     sync(args.device)
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        loss = step(m, opt, b, args.cfg)
+        loss = step(m, opt, b, args.cfg, chunk)
     sync(args.device)
     sec = (time.perf_counter() - t0) / args.steps
     return {
@@ -85,6 +97,8 @@ def run_one(args, gc: bool) -> dict:
         "dtype": args.dtype,
         "device": str(m.device),
         "grad_ckpt": gc,
+        "logprob_chunk": chunk,
+        "optimizer": opt is not None,
         "gen_batch": args.gen_batch,
         "und_batch": args.und_batch,
         "image_tokens": m.num_image_tokens,
@@ -99,7 +113,7 @@ def run_one(args, gc: bool) -> dict:
 def summary(r: dict) -> str:
     return (
         f"[{r['size']} {r['dtype']} {r['device']}] grad_ckpt={'on' if r['grad_ckpt'] else 'off'} "
-        f"gen {r['gen_batch']}x{r['image_tokens']} und {r['und_batch']}x{r['answer_len']} "
+        f"chunk={r['logprob_chunk']} {'adamw' if r['optimizer'] else 'no optimizer'} | gen {r['gen_batch']}x{r['image_tokens']} und {r['und_batch']}x{r['answer_len']} "
         f"trainable {r['trainable_B']:.3f} B | step {r['step_s']:.3f} s | peak {r['peak_GiB']:.2f} GiB"
     )
 
@@ -110,8 +124,10 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--gc", default="on,off", help="gradient checkpointing: on, off or on,off")
+    p.add_argument("--chunk", default="64", help="image log-prob chunks, e.g. 0,64 (0: one pass)")
+    p.add_argument("--no-optimizer", action="store_true", help="forward + backward only")
     p.add_argument("--gen-batch", type=int, default=8, help="generated images per step")
-    p.add_argument("--und-batch", type=int, default=8, help="understanding answers per step")
+    p.add_argument("--und-batch", type=int, default=8, help="understanding answers (0: none)")
     p.add_argument("--answer-len", type=int, default=32)
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--layers", type=int, default=None, help="override the text depth (CPU runs)")
@@ -128,22 +144,32 @@ def main(argv=None):
     gcs = args.gc.split(",")
     if any(g not in ("on", "off") for g in gcs):
         raise SystemExit(f"--gc {args.gc!r}: use on, off or on,off")
-    if len(gcs) == 1:
-        row = run_one(args, gcs[0] == "on")
+    chunks = [int(c) for c in args.chunk.split(",")]
+    if len(gcs) == 1 and len(chunks) == 1:
+        row = run_one(args, gcs[0] == "on", chunks[0])
         print(json.dumps(row) if args.json_only else summary(row), flush=True)
         return [row]
     rows = []
     argv = list(argv if argv is not None else sys.argv[1:])
-    base = [  # the same arguments without --gc X / --gc=X
+    base = [  # the same arguments without --gc X / --chunk X
         a
         for i, a in enumerate(argv)
-        if not a.startswith("--gc") and not (i > 0 and argv[i - 1] == "--gc")
+        if not a.startswith(("--gc", "--chunk"))
+        and not (i > 0 and argv[i - 1] in ("--gc", "--chunk"))
     ]
-    for g in gcs:  # a fresh process per configuration: its own peak memory
-        cmd = [sys.executable, "-m", "bench.learner", *base, "--gc", g, "--json-only"]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+    for g, c in itertools.product(gcs, chunks):  # a fresh process each: its own peak memory
+        cmd = [sys.executable, "-m", "bench.learner", *base, "--gc", g, "--chunk", str(c)]
+        out = subprocess.run([*cmd, "--json-only"], check=True, capture_output=True, text=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(summary(rows[-1]), flush=True)
+    for g in gcs:  # memory and time of each chunk size against the first, same run
+        same = [r for r in rows if r["grad_ckpt"] == (g == "on")]
+        for r in same[1:]:
+            print(
+                f"  grad_ckpt={g}: chunk {r['logprob_chunk']} / chunk {same[0]['logprob_chunk']}:"
+                f" peak {r['peak_GiB'] / same[0]['peak_GiB']:.2f}x, "
+                f"step time {r['step_s'] / same[0]['step_s']:.2f}x"
+            )
     if args.out:
         with open(args.out, "a") as f:
             for r in rows:
