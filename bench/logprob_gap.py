@@ -7,7 +7,7 @@ PPO's ratio is exp(learner log-prob - sampler log-prob). On-policy it should be 
 two code paths give in practice is a numerical gap (bf16 matmuls in a different order: a
 batched decode step with a KV cache against one teacher-forced pass). For each image
 log-prob mode (``combined``: the CFG mix the tokens are drawn from; ``conditional``:
-softmax(l_c / T)) this samples N images with the static sampler and scores the same tokens
+softmax(l_c / T)) this samples N images (``--impl``, the reference loop by default) and scores the same tokens
 teacher-forced, then does the same for understanding answers, and prints per token the max
 and mean |learner - sampler|, the mean signed gap and the share of tokens whose ratio lies
 outside PPO's clip [0.8, 1.2]. It also prints the peak memory of one teacher-forced
@@ -41,11 +41,11 @@ def gap_stats(learner: torch.Tensor, sampler: torch.Tensor) -> dict:
     }
 
 
-def image_gaps(m, prompts, n, cfg, seed) -> dict:
+def image_gaps(m, prompts, n, cfg, seed, impl) -> dict:
     out = {}
     for mode in ("combined", "conditional"):
         s = m.sample_image_tokens(
-            prompts, n, cfg, 1.0, seed, implementation="static", logprob_mode=mode
+            prompts, n, cfg, 1.0, seed, implementation=impl, logprob_mode=mode
         )
         with torch.no_grad():
             lp = m.image_logprobs(prompts, s.tokens, cfg, mode=mode)
@@ -72,7 +72,7 @@ def text_gaps(m, n_rows, n, seed, max_new_tokens) -> dict:
 
 def logprob_memory(m, prompts, n, cfg, seed, chunk) -> dict:
     """Peak CUDA memory of image_logprobs forward + backward above the model's own."""
-    s = m.sample_image_tokens(prompts, n, cfg, 1.0, seed, implementation="static")
+    s = m.sample_image_tokens(prompts, n, cfg, 1.0, seed)
     m.hf.train()
     for _ in range(2):  # the first pass allocates the gradients: measure the second
         m.hf.zero_grad(set_to_none=False)
@@ -99,6 +99,9 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=4, help="samples per prompt")
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--answer-len", type=int, default=32)
+    p.add_argument(
+        "--impl", default="reference", help="image sampler: reference | static (compiles on GPU)"
+    )
     p.add_argument("--chunk", type=int, default=64, help="image log-prob chunk vs one pass")
     p.add_argument("--layers", type=int, default=None, help="override the text depth (CPU runs)")
     p.add_argument("--seed", type=int, default=0)
@@ -110,7 +113,7 @@ def main(argv=None):
     m = build(args.size, args.device, dtype, layers=args.layers, seed=args.seed)
     prompts = [CAPTIONS[i % len(CAPTIONS)] for i in range(args.rows // args.n)]
     row = {"size": args.size, "dtype": dtype, "device": args.device, "rows": args.rows}
-    row["image"] = image_gaps(m, prompts, args.n, args.cfg, args.seed)
+    row["image"] = image_gaps(m, prompts, args.n, args.cfg, args.seed, args.impl)
     row["text"] = text_gaps(m, args.rows // args.n, args.n, args.seed, args.answer_len)
     if torch.device(args.device).type == "cuda":
         row["image_logprobs_memory"] = [

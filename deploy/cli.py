@@ -214,13 +214,14 @@ def _package_commands():
     from pairing.augment_cli import add_augment_command, add_serve_augment_command
     from pairing.cli import add_pair_command
     from pairing.toyworld import add_toyworld_command
-    from rewards.cli import add_serve_rewards_command
+    from rewards.cli import add_serve_cleanup_command, add_serve_rewards_command
 
     def add_serve(sub) -> None:
         serve = sub.add_parser("serve", help="run services (reward endpoints)")
         serve_sub = serve.add_subparsers(dest="serve_command", required=True)
         add_serve_rewards_command(serve_sub)
         add_serve_augment_command(serve_sub)
+        add_serve_cleanup_command(serve_sub)
 
     return [
         add_pair_command,

@@ -157,18 +157,21 @@ class Trainer:
         from actors.pairing_actor import PairingActor
         from learner.group import LearnerGroup
         from rewards.client import RewardClient
-        from rewards.serve import run_endpoints
+        from rewards.serve import run_app_prefix, run_endpoints
 
         cfg = self.cfg
         t = cfg.train
         terms = {**t.und_rewards, **t.gen_rewards}
-        self._endpoints = sorted(terms)  # before deploying: a partial deploy is cleaned too
+        prefix = run_app_prefix(cfg.run.name)
+        self._apps = [prefix + e for e in sorted(terms)]  # before deploying: cleaned if partial
         self.pairing = as_actor(PairingActor, {"num_cpus": 0}).remote(t.manifest, cfg.run.seed)
         self.text_pool = WorkerGroup.text(cfg.model, cfg.rollout)
         self.image_pool = WorkerGroup.image(cfg.model, cfg.rollout)
         self.learners = LearnerGroup(cfg.model, cfg.learner)
-        handles = run_endpoints(cfg.rewards, tuple(sorted(terms)))
-        self.clients = {k: RewardClient(k, cfg.rewards, handle=handles.get(k)) for k in terms}
+        handles = run_endpoints(cfg.rewards, tuple(sorted(terms)), app_prefix=prefix)
+        self.clients = {
+            k: RewardClient(k, cfg.rewards, handle=handles.get(k), app=prefix + k) for k in terms
+        }
         self.dual = handles.get("dual")
         self.step_num, self.version = 0, 0
         if resume:
@@ -362,18 +365,22 @@ class Trainer:
     def close(self) -> None:
         """Stop this run's actors and reward applications (those that were started)."""
         import ray
-        from ray import serve
 
+        from rewards.serve import delete_apps
+
+        # Serve applications first and all at once: they outlive the driver if it is killed
+        # (a job stop's SIGKILL), while actors die with it.
+        apps = getattr(self, "_apps", [])
+        try:
+            if left := delete_apps(apps):
+                log.warning("Serve applications still deleting: %s", left)
+        except Exception:  # never deployed, or Serve already down
+            log.warning("could not delete Serve applications %s", apps, exc_info=True)
         for part in ("text_pool", "image_pool", "learners"):
             if getattr(self, part, None) is not None:
                 getattr(self, part).shutdown()
         if getattr(self, "pairing", None) is not None:
             ray.kill(self.pairing)
-        for name in getattr(self, "_endpoints", []):
-            try:
-                serve.delete(name)
-            except Exception:  # never deployed, or Serve already down
-                log.warning("could not delete Serve application %s", name, exc_info=True)
 
 
 class _Stop:

@@ -97,3 +97,44 @@ def add_serve_rewards_command(subparsers) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=serve_rewards)
     return p
+
+
+def serve_cleanup(args: argparse.Namespace) -> int:
+    """Delete the Serve applications a training run left behind (its driver was killed)."""
+    import ray
+    from ray import serve
+
+    from rewards.serve import delete_apps, run_app_prefix
+
+    ray.init(address=args.address, logging_level="WARNING")
+    try:
+        apps = sorted(serve.status().applications)
+        prefix = run_app_prefix(args.run) if args.run else run_app_prefix("")
+        mine = [a for a in apps if a.startswith(prefix)]
+        if not mine:
+            print(f"no Serve applications named {prefix}*; running: {apps or 'none'}")
+            return 0
+        if args.dry_run:
+            print("would delete: " + ", ".join(mine))
+            return 0
+        left = delete_apps(mine)
+        print("deleted: " + ", ".join(a for a in mine if a not in left))
+        if left:
+            print("still deleting after 120 s: " + ", ".join(left))
+            return 1
+        return 0
+    finally:
+        ray.shutdown()
+
+
+def add_serve_cleanup_command(subparsers) -> argparse.ArgumentParser:
+    """Register ``cleanup`` on the ``serve`` group's sub-parsers; returns its parser."""
+    p = subparsers.add_parser(
+        "cleanup",
+        help="delete the Serve applications of a dead training run (pairuni-<run.name>-*)",
+    )
+    p.add_argument("--run", default=None, help="run.name of the dead run (default: every run)")
+    p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    p.set_defaults(func=serve_cleanup)
+    return p

@@ -48,7 +48,8 @@ class RewardClient:
     """Scores rollouts on one reward endpoint; failed rollouts come back NaN.
 
     ``mode="http"`` posts to ``url`` (default ``http://{host}:{port}/{endpoint}``);
-    ``mode="handle"`` calls ``handle`` (default ``serve.get_app_handle(endpoint)``).
+    ``mode="handle"`` calls ``handle`` (default ``serve.get_app_handle(app)``); ``app`` is the
+    Serve application's name, the endpoint's own name unless a run deployed it under a prefix.
     """
 
     def __init__(
@@ -59,14 +60,16 @@ class RewardClient:
         mode: str | None = None,
         url: str | None = None,
         handle: Any = None,
+        app: str | None = None,
     ):
         self.cfg = cfg or RewardsConfig()
         self.cfg.validate()
         self.endpoint = endpoint
+        self.app = app or endpoint
         self.mode = mode or self.cfg.client_mode
         if self.mode not in ("handle", "http"):
             raise ValueError(f"unknown client mode {self.mode!r}; valid: ['handle', 'http']")
-        self.url = (url or f"http://{self.cfg.host}:{self.cfg.port}/{endpoint}").rstrip("/")
+        self.url = (url or f"http://{self.cfg.host}:{self.cfg.port}/{self.app}").rstrip("/")
         self._handle = handle
         self.failures: Counter[tuple[str, str]] = Counter()
         """(endpoint, reason) -> rollouts that got NaN for that reason."""
@@ -207,7 +210,7 @@ class RewardClient:
         from ray import serve
 
         if self._handle is None:
-            self._handle = serve.get_app_handle(self.endpoint)
+            self._handle = serve.get_app_handle(self.app)
         response = self._handle.score.remote({"items": items})
         task = asyncio.ensure_future(_awaited(response))
         deadline = time.monotonic() + self.cfg.client_timeout_s
@@ -246,9 +249,9 @@ class RewardClient:
             apps = (await asyncio.to_thread(serve.status)).applications
         except Exception:  # Serve itself unreachable: let the retries decide
             return None
-        app = apps.get(self.endpoint)
+        app = apps.get(self.app)
         if app is None:
-            return f"endpoint {self.endpoint} is gone: no Serve application of that name"
+            return f"endpoint {self.endpoint} is gone: no Serve application {self.app!r}"
         status = str(getattr(app.status, "value", app.status))
         if status in ("DELETING", "DEPLOY_FAILED"):
             return f"endpoint {self.endpoint} is gone: its Serve application is {status}"

@@ -399,9 +399,38 @@ def dual_app(args: dict | None = None):
     return build_app("dual", args)
 
 
-def run_endpoints(cfg: RewardsConfig, endpoints: tuple[str, ...] | None = None) -> dict:
-    """Start Serve on ``cfg.host:cfg.port`` and run each endpoint as its own application at
-    ``/<endpoint>``; returns endpoint -> handle. Ray must be initialised."""
+RUN_APP_PREFIX = "pairuni-{run}-"
+"""A training run's Serve applications are named ``pairuni-<run.name>-<endpoint>``: two runs
+on one cluster keep apart, and a dead run's leftovers are found by name
+(``pairuni serve cleanup --run NAME``)."""
+
+
+def run_app_prefix(run_name: str) -> str:
+    return RUN_APP_PREFIX.format(run=run_name)
+
+
+def delete_apps(names, timeout_s: float = 120.0) -> list[str]:
+    """Delete Serve applications ``names`` all at once (each deletion alone takes seconds);
+    returns those still present after ``timeout_s``. Ray must be initialised."""
+    import time
+
+    names = [n for n in names if n in serve.status().applications]
+    for n in names:
+        serve.delete(n, _blocking=False)
+    deadline = time.monotonic() + timeout_s
+    while names and time.monotonic() < deadline:
+        live = serve.status().applications
+        names = [n for n in names if n in live]
+        time.sleep(0.2)
+    return names
+
+
+def run_endpoints(
+    cfg: RewardsConfig, endpoints: tuple[str, ...] | None = None, app_prefix: str = ""
+) -> dict:
+    """Start Serve on ``cfg.host:cfg.port`` and run each endpoint as its own application
+    ``<app_prefix><endpoint>`` at ``/<app_prefix><endpoint>``; returns endpoint -> handle.
+    Ray must be initialised."""
     from ray.serve.api import RunTarget, run_many
 
     cfg.validate()
@@ -414,7 +443,12 @@ def run_endpoints(cfg: RewardsConfig, endpoints: tuple[str, ...] | None = None) 
     # All applications deploy at once: replicas start (import torch, build models) in parallel.
     log_config = {"enable_access_log": cfg.access_log}
     targets = [
-        RunTarget(build_app(e, cfg), name=e, route_prefix=f"/{e}", logging_config=log_config)
+        RunTarget(
+            build_app(e, cfg),
+            name=app_prefix + e,
+            route_prefix=f"/{app_prefix}{e}",
+            logging_config=log_config,
+        )
         for e in names
     ]
     return dict(zip(names, run_many(targets)))
