@@ -2,7 +2,7 @@
 
 Ray does not fail an actor it cannot place: it waits. A run whose roles ask for more CPUs or
 GPUs than the cluster has therefore sat forever behind Serve's "taken more than 30s to be
-scheduled" warnings (the smoke config asks 3.0 CPUs; ``ray.init()`` on a 2-core machine
+scheduled" warnings (the smoke config asked 3.0 CPUs; ``ray.init()`` on a 2-core machine
 registers 2). ``ensure_cluster`` starts a local cluster sized from the config when none is
 running (its logical CPUs are the machine's cores or the config's total, whichever is more:
 the roles take turns, so oversubscribing a laptop is slow, not stuck), and otherwise

@@ -102,29 +102,23 @@ def add_serve_rewards_command(subparsers) -> argparse.ArgumentParser:
 def serve_cleanup(args: argparse.Namespace) -> int:
     """Delete the Serve applications a training run left behind (its driver was killed)."""
     import ray
-    from ray import serve
 
-    from rewards.serve import delete_apps, run_app_prefix
+    from rewards.serve import cleanup_run_apps
 
     ray.init(address=args.address, logging_level="WARNING")
     try:
-        apps = sorted(serve.status().applications)
-        prefix = run_app_prefix(args.run) if args.run else run_app_prefix("")
-        mine = [a for a in apps if a.startswith(prefix)]
-        if not mine:
-            print(f"no Serve applications named {prefix}*; running: {apps or 'none'}")
-            return 0
-        if args.dry_run:
-            print("would delete: " + ", ".join(mine))
-            return 0
-        left = delete_apps(mine)
-        print("deleted: " + ", ".join(a for a in mine if a not in left))
-        if left:
-            print("still deleting after 120 s: " + ", ".join(left))
-            return 1
-        return 0
+        found, left = cleanup_run_apps(args.run, dry_run=args.dry_run)
     finally:
         ray.shutdown()
+    if not found:
+        print(f"no Serve applications of {'run ' + args.run if args.run else 'any run'}")
+    elif args.dry_run:
+        print("would delete: " + ", ".join(found))
+    else:
+        print("deleted: " + ", ".join(a for a in found if a not in left))
+        if left:
+            print("still deleting after 120 s: " + ", ".join(left))
+    return 1 if left else 0
 
 
 def add_serve_cleanup_command(subparsers) -> argparse.ArgumentParser:

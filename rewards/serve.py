@@ -425,6 +425,16 @@ def delete_apps(names, timeout_s: float = 120.0) -> list[str]:
     return names
 
 
+def cleanup_run_apps(run: str | None, dry_run: bool = False) -> tuple[list[str], list[str]]:
+    """A dead training run's Serve applications (every run's when ``run`` is None): returns
+    (found, still present); deletes them unless ``dry_run``. Ray must be initialised."""
+    prefix = run_app_prefix(run or "")
+    found = sorted(a for a in serve.status().applications if a.startswith(prefix))
+    if dry_run or not found:
+        return found, []
+    return found, delete_apps(found)
+
+
 def run_endpoints(
     cfg: RewardsConfig, endpoints: tuple[str, ...] | None = None, app_prefix: str = ""
 ) -> dict:

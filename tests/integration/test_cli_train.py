@@ -1,7 +1,7 @@
 """`pairuni train` as the README runs it: its own local Ray cluster, on this machine's cores.
 
 The process starts its own cluster (no RAY_ADDRESS), sized from the config: the smoke
-config asks 3 CPUs, and on a 2-core machine `ray.init()` registered 2 and the run waited
+config asked 3 CPUs (now 2), and on a 2-core machine `ray.init()` registered 2 and the run waited
 forever. A SIGTERM mid-run checkpoints and exits 143, not 0, so a scheduler sees the stop.
 """
 

@@ -424,3 +424,22 @@ def test_a_deleted_endpoint_fails_in_seconds_without_retries(served):
     assert time.perf_counter() - t0 < 15, "a vanished endpoint waited for its timeouts"
     assert client.retries == 0, "a gone endpoint is not retried"
     assert "is gone" in next(iter(client.failures))[1]
+
+
+def test_a_dead_runs_applications_are_found_and_deleted_by_name(served):
+    # A killed driver leaves pairuni-<run>-<endpoint> applications; cleanup removes exactly
+    # that run's, leaving other runs' and standalone endpoints running.
+    from ray import serve
+
+    from rewards.serve import cleanup_run_apps, run_endpoints
+
+    cfg = served[0]
+    run_endpoints(cfg, ("accuracy",), app_prefix="pairuni-dead-")
+    run_endpoints(cfg, ("accuracy",), app_prefix="pairuni-alive-")
+    assert cleanup_run_apps("dead", dry_run=True) == (["pairuni-dead-accuracy"], [])
+    assert cleanup_run_apps("dead") == (["pairuni-dead-accuracy"], [])
+    apps = set(serve.status().applications)
+    assert "pairuni-dead-accuracy" not in apps
+    assert {"pairuni-alive-accuracy", "accuracy", "hps"} <= apps
+    assert cleanup_run_apps(None) == (["pairuni-alive-accuracy"], [])
+    assert cleanup_run_apps("dead") == ([], [])
