@@ -18,6 +18,7 @@ from actors.types import Rollout, RolloutRequest, WeightsRef
 from actors.weights import UNSYNCED, load_into
 from actors.worker import WeightsGate, build_policy
 from models.config import ModelConfig
+from models.tasks import Task
 
 
 class ImageRolloutWorker:
@@ -33,7 +34,7 @@ class ImageRolloutWorker:
 
     def generate(self, requests: list[RolloutRequest]) -> list[Rollout]:
         """``n`` rollouts per request, in request order; all from one weight version."""
-        requests = check_requests(requests, "gen", f"image worker {self.worker_index}")
+        requests = check_requests(requests, Task.GEN, f"image worker {self.worker_index}")
         if not requests:
             return []
         out: list[Rollout] = []

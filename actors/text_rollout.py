@@ -24,6 +24,7 @@ from actors.types import Rollout, RolloutRequest, WeightsRef
 from actors.weights import UNSYNCED, load_into
 from actors.worker import WeightsGate, build_policy
 from models.config import ModelConfig
+from models.tasks import Task
 
 
 class TextBackend(Protocol):
@@ -39,7 +40,7 @@ class TextBackend(Protocol):
         """Copy a flat weights buffer (``actors.weights``) into the policy."""
 
 
-def check_requests(requests, task: str, who: str) -> list[RolloutRequest]:
+def check_requests(requests, task: Task, who: str) -> list[RolloutRequest]:
     """Requests of one task with unique ids; an error names the request and the field."""
     if not isinstance(requests, (list, tuple)):
         raise TypeError(f"{who}: requests must be a list of RolloutRequest")
@@ -49,8 +50,8 @@ def check_requests(requests, task: str, who: str) -> list[RolloutRequest]:
             raise TypeError(f"{who}: requests[{i}] is a {type(r).__name__}, not RolloutRequest")
         if r.task != task:
             raise ValueError(
-                f"{who}: request {r.request_id} (pair {r.pair_id}) has task={r.task!r}; "
-                f"this worker samples {task!r} requests only"
+                f"{who}: request {r.request_id} (pair {r.pair_id}) has task={str(r.task)!r}; "
+                f"this worker samples {str(task)!r} requests only"
             )
         if r.request_id in seen:
             raise ValueError(f"{who}: request_id {r.request_id} appears twice in one call")
@@ -140,7 +141,7 @@ class TextRolloutWorker:
 
     def generate(self, requests: list[RolloutRequest]) -> list[Rollout]:
         """``n`` rollouts per request, in request order; all from one weight version."""
-        requests = check_requests(requests, "und", f"text worker {self.worker_index}")
+        requests = check_requests(requests, Task.UND, f"text worker {self.worker_index}")
         if not requests:
             return []
         with self.gate.lock:

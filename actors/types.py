@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-TASKS = ("und", "gen")
-"""Understanding (image + question -> answer) and generation (prompt -> image tokens)."""
+from models.tasks import TASKS, Task  # noqa: F401  (TASKS: re-exported for callers)
 
 
 @dataclass(frozen=True)
@@ -20,7 +19,8 @@ class RolloutRequest:
 
     request_id: int
     pair_id: int
-    task: str
+    task: Task
+    """``Task.UND`` or ``Task.GEN`` ("und" / "gen" are accepted and converted)."""
     prompt: str
     """The question (und) or the generation prompt (gen), without the chat template."""
     n: int
@@ -37,6 +37,9 @@ class RolloutRequest:
     """Pair-GRPO weight w_p: 1 for aligned pairs, sqrt(similarity) for retrieved ones."""
     pair_kind: str = "aligned"
     """aligned | retrieved."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task", Task.parse(self.task, f"request {self.request_id}"))
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Rollout:
     ``toy_judge/position``): logged per step, never used for the advantage."""
 
     @property
-    def task(self) -> str:
+    def task(self) -> Task:
         return self.request.task
 
     @property

@@ -17,9 +17,8 @@ from PIL import Image
 from actors.types import Rollout, RolloutRequest
 from learner.advantages import ADV_ESTIMATORS, best_worst_pairs, combine_rewards, lookup
 from models.prompts import format_choices
+from models.tasks import TASKS, Task, group_key
 from pairing.datasets import parse_choices
-
-TASK_IDS = {"und": 0, "gen": 1}
 
 
 def answer_kind(pair) -> str:
@@ -62,7 +61,7 @@ def build_requests(
             und.append(
                 RolloutRequest(
                     request_id=rid,
-                    task="und",
+                    task=Task.UND,
                     seed=_seed(seed, step, rid),
                     prompt=question_with_choices(p.question, p.choices),
                     image=decode_image_bytes(
@@ -80,7 +79,7 @@ def build_requests(
             gen.append(
                 RolloutRequest(
                     request_id=rid,
-                    task="gen",
+                    task=Task.GEN,
                     seed=_seed(seed, step, rid),
                     prompt=p.prompt,
                     n=gen_n,
@@ -120,7 +119,7 @@ def advantages(
     """Advantages of all rollouts, grouped per (pair, task) (PairUni eq. 2-3)."""
     fn = lookup(ADV_ESTIMATORS, estimator, "advantage estimator")
     pair_ids = torch.tensor([r.pair_id for r in rollouts], dtype=torch.long)
-    task_ids = torch.tensor([TASK_IDS[r.task] for r in rollouts], dtype=torch.long)
+    task_ids = torch.tensor([Task.parse(r.task).id for r in rollouts], dtype=torch.long)
     weight = torch.tensor([r.request.pair_weight for r in rollouts], dtype=torch.float64)
     return fn(rewards, pair_ids, task_ids, weight, eps=eps, scale=scale)
 
@@ -129,7 +128,7 @@ def simpo_pairs(
     rollouts: Sequence[Rollout], rewards: torch.Tensor
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best and worst rollout of each (pair, task) group for online SimPO (DSR section 3.3)."""
-    groups = torch.tensor([r.pair_id * 2 + TASK_IDS[r.task] for r in rollouts], dtype=torch.long)
+    groups = torch.tensor([group_key(r.pair_id, r.task) for r in rollouts], dtype=torch.long)
     chosen, rejected = best_worst_pairs(rewards, groups)
     return chosen.numpy(), rejected.numpy()
 
@@ -138,7 +137,7 @@ def reward_metrics(rollouts: Sequence[Rollout], rewards: torch.Tensor) -> dict[s
     """Mean / std of the combined reward per task and per (task, pair kind); NaN counts."""
     out: dict[str, float] = {}
     r = rewards.double()
-    for task in TASK_IDS:
+    for task in TASKS:
         for kind in (None, "aligned", "retrieved"):
             sel = [
                 i
@@ -172,7 +171,7 @@ def diversity_metrics(rollouts: Sequence[Rollout]) -> dict[str, float]:
         key = (x.task, x.request.request_id)
         seqs.setdefault(key, set()).add(np.asarray(x.token_ids, dtype=np.int64).tobytes())
     out = {}
-    for task in TASK_IDS:
+    for task in TASKS:
         counts = [len(v) for (t, _), v in seqs.items() if t == task]
         if counts:
             out[f"rollout/{task}_distinct_per_request"] = float(np.mean(counts))

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from deploy.config import RunConfig, load_config, write_resolved
+from models.tasks import TASKS, Task
 
 
 def _answer_ids(tokenizer, answer: str) -> list[int]:
@@ -81,19 +82,20 @@ def sft_step(
         lp = model.text_logprobs([x[0] for x in u], [x[1] for x in u], [x[2] for x in u])
         values.append(lp.values)
         masks.append(lp.mask)
-        task_ids += [0] * len(u)
+        task_ids += [Task.UND.id] * len(u)
     if len(gen_idx):
         prompts = [data.gen[i] for i in gen_idx]
         lp = model.image_logprobs(prompts, data.codes[gen_idx], mode="conditional")  # [B, K]
         values.append(lp)
         masks.append(torch.ones_like(lp, dtype=torch.bool))
-        task_ids += [1] * len(prompts)
+        task_ids += [Task.GEN.id] * len(prompts)
     T = max(v.shape[1] for v in values)
     lp_all = torch.cat([torch.nn.functional.pad(v, (0, T - v.shape[1])) for v in values])  # [N, T]
     mask_all = torch.cat([torch.nn.functional.pad(m, (0, T - m.shape[1])) for m in masks])  # [N, T]
     tids = torch.tensor(task_ids, device=lp_all.device)
     loss, m = nll_loss(lp_all, mask_all, agg=agg, task_ids=tids, agg_constant=agg_constant or None)
-    for name, t in (("und", 0), ("gen", 1)):
+    for task in TASKS:
+        name, t = task.value, task.id
         sel = tids == t
         if bool(sel.any()):
             tok = mask_all[sel]

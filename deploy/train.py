@@ -36,6 +36,7 @@ from deploy.metrics import MetricsWriter, plot_curves
 from deploy.resources import ensure_cluster
 from learner.types import TrainBatch
 from models.config import ConfigError
+from models.tasks import Task
 from models.unified import check_checkpoint_dir
 
 log = logging.getLogger("pairuni.train")
@@ -57,9 +58,9 @@ def _hps_item(r: Rollout) -> dict:
 
 
 def _dual_item(r: Rollout) -> dict:
-    if r.task == "und":  # R_U: the input image given the sampled answer
-        return {"task": "understanding", "image": r.request.image, "text": r.text or ""}
-    return {"task": "generation", "image": r.image, "text": r.request.prompt}  # R_G
+    if r.task == Task.UND:  # R_U: the input image given the sampled answer
+        return {"task": Task.UND.display, "image": r.request.image, "text": r.text or ""}
+    return {"task": Task.GEN.display, "image": r.image, "text": r.request.prompt}  # R_G
 
 
 REWARD_ITEMS = {
@@ -77,7 +78,7 @@ def score(rollouts: list[Rollout], terms: dict[str, float], clients: dict) -> No
     for term in terms:
         todo = rollouts
         if term == "dual":  # an empty answer has no likelihood to score
-            todo = [r for r in rollouts if r.task == "gen" or (r.text or "").strip()]
+            todo = [r for r in rollouts if r.task == Task.GEN or (r.text or "").strip()]
         items = [REWARD_ITEMS[term](r) for r in todo]
         values, details = clients[term].score_with_details(items) if todo else ([], [])
         for r in rollouts:

@@ -10,13 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from actors.types import TASKS
 from learner.config import LearnerConfig
 from learner.losses import Normaliser, loss_normaliser
 from learner.types import TrainBatch
-
-TASK_IDS = {task: i for i, task in enumerate(TASKS)}
-"""Task name -> task id used by the losses' task-token-mean aggregation (und 0, gen 1)."""
+from models.tasks import TASKS, Task
 
 
 def check_batch(batch: TrainBatch, simpo: bool, allow_empty: bool = False) -> None:
@@ -26,15 +23,14 @@ def check_batch(batch: TrainBatch, simpo: bool, allow_empty: bool = False) -> No
         where = (
             f"TrainBatch.rollouts[{i}] (request {r.request.request_id}, sample {r.sample_index})"
         )
-        if r.task not in TASK_IDS:
-            raise ValueError(f"{where}: task {r.task!r} is not one of {TASKS}")
+        Task.parse(r.task, where)
         n_tok, n_lp = len(r.token_ids), len(r.logprobs)
         if n_tok == 0 or n_tok != n_lp:
             raise ValueError(
                 f"{where}: {n_tok} token_ids and {n_lp} logprobs; need one sampler log-prob "
                 "per token and at least one token"
             )
-        if r.task == "und" and r.request.image is None:
+        if r.task == Task.UND and r.request.image is None:
             raise ValueError(f"{where}: an understanding rollout needs request.image")
     if not np.isfinite(np.asarray(batch.advantages, dtype=np.float64)).all():
         raise ValueError("TrainBatch.advantages has NaN/inf; a failed reward gets advantage 0")
@@ -60,7 +56,7 @@ def check_batch(batch: TrainBatch, simpo: bool, allow_empty: bool = False) -> No
 def rollout_cost(rollout, image_streams: int) -> int:
     """Tokens a rollout costs in a micro-batch: its completion tokens, times the number of
     model streams that score them (2 for CFG-combined image tokens, else 1)."""
-    return len(rollout.token_ids) * (image_streams if rollout.task == "gen" else 1)
+    return len(rollout.token_ids) * (image_streams if rollout.task == Task.GEN else 1)
 
 
 def plan_micro_batches(costs: list[int], budget: int) -> list[list[int]]:
@@ -98,7 +94,8 @@ def batch_mask(rollouts: list) -> tuple[torch.Tensor, torch.Tensor]:
     T = max((len(r.token_ids) for r in rollouts), default=1)
     lengths = torch.tensor([len(r.token_ids) for r in rollouts], dtype=torch.long)  # [N]
     mask = torch.arange(T)[None, :] < lengths[:, None]  # [N, T]
-    task_ids = torch.tensor([TASK_IDS[r.task] for r in rollouts], dtype=torch.long).reshape(N)
+    task_ids = torch.tensor([Task.parse(r.task).id for r in rollouts], dtype=torch.long)
+    task_ids = task_ids.reshape(N)
     return mask, task_ids
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from learner.advantages import ADV_SCALES, REWARD_COMBINE
-from learner.losses import AGG_MODES, KL_ESTIMATORS
 from models.config import check
 
 ALGORITHMS: dict[str, tuple[str | None, str]] = {
@@ -158,6 +156,11 @@ class LearnerConfig:
         return ALGORITHMS[self.algorithm][1]
 
     def validate(self) -> None:
+        # The registries hold torch functions: imported here, so that reading a config (the
+        # CLI's `config keys`, a driver on a CPU-only head) does not import torch.
+        from learner.advantages import ADV_SCALES, REWARD_COMBINE
+        from learner.losses import AGG_MODES, KL_ESTIMATORS
+
         """Raise ``models.config.ConfigError`` naming the first field that cannot work."""
 
         def one_of(key: str, value: str, names, fix: str) -> None:

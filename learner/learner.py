@@ -34,10 +34,9 @@ import numpy as np
 import torch
 
 from actors import weights as flat_weights
-from actors.types import TASKS, WeightsRef
+from actors.types import WeightsRef
 from learner.advantages import lookup
 from learner.batches import (
-    TASK_IDS,
     batch_normaliser,
     check_batch,
     group_size,
@@ -50,6 +49,7 @@ from learner.losses import Normaliser, policy_loss, simpo_loss
 from learner.metrics import Stats, epoch_metrics, reduce_metrics
 from learner.types import TrainBatch
 from models.config import ModelConfig
+from models.tasks import TASKS, Task
 from models.text_tokens import Padded
 from models.unified import DTYPES, UnifiedModel, load_unified_model, tiny_unified_model
 
@@ -104,7 +104,7 @@ def score(model: UnifiedModel, rollouts: list, task: str, model_cfg: ModelConfig
     # once and repeated n times inside models/ (the SigLIP tower runs once per image).
     n = group_size([r.request.request_id for r in rollouts])
     heads = rollouts[::n]
-    if task == "und":
+    if task == Task.UND:
         images = [r.request.image for r in heads]
         questions = [r.request.prompt for r in heads]
         ids = [[int(t) for t in r.token_ids] for r in rollouts]
@@ -374,7 +374,7 @@ class Learner:
             for task in TASKS:
                 for g in grads[task]:
                     dist.all_reduce(g)
-        und, gen = grads["und"], grads["gen"]
+        und, gen = grads[Task.UND], grads[Task.GEN]
         dot = sum(float((a.double() * b.double()).sum()) for a, b in zip(und, gen))
         n_und = sum(float(a.double().square().sum()) for a in und) ** 0.5
         n_gen = sum(float(b.double().square().sum()) for b in gen) ** 0.5
@@ -431,7 +431,7 @@ class Learner:
         rollouts = [batch.rollouts[i] for i in idx]
         new, old, ref = self._logprobs(rollouts, task)
         adv = torch.as_tensor(np.asarray(batch.advantages, dtype=np.float32)[idx]).to(self.device)
-        task_ids = torch.full((len(idx),), TASK_IDS[task], dtype=torch.long, device=self.device)
+        task_ids = torch.full((len(idx),), Task(task).id, dtype=torch.long, device=self.device)
         loss, m = policy_loss(
             new.values,
             old,

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from actors.types import TASKS
+from models.tasks import TASKS
 from models.text_tokens import Padded
 
 

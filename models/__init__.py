@@ -1,12 +1,21 @@
-"""The unified-model adapter (Janus via transformers' native implementation)."""
+"""The unified-model adapter (Janus via transformers' native implementation).
 
-from models.unified import (
-    ImageSamples,
-    TextSamples,
-    UnifiedModel,
-    load_unified_model,
-    tiny_unified_model,
-)
+The names below load ``models.unified`` (and with it transformers, ~3 s) on first use, so
+that light modules (``models.config``, ``models.tasks``) import without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from models.unified import (
+        ImageSamples,
+        TextSamples,
+        UnifiedModel,
+        load_unified_model,
+        tiny_unified_model,
+    )
 
 __all__ = [
     "ImageSamples",
@@ -15,3 +24,11 @@ __all__ = [
     "load_unified_model",
     "tiny_unified_model",
 ]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from models import unified
+
+        return getattr(unified, name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

@@ -19,13 +19,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from models.tasks import Task
+
 TASKS: dict[str, Callable] = {
-    "understanding": lambda model, images, texts: model.dual_likelihood_understanding(
+    Task.UND.display: lambda model, images, texts: model.dual_likelihood_understanding(
         images, texts
     ),
-    "generation": lambda model, images, texts: model.dual_likelihood_generation(images, texts),
+    Task.GEN.display: lambda model, images, texts: model.dual_likelihood_generation(images, texts),
 }
-"""Rollout task -> its dual likelihood (R_U or R_G) on a batch."""
+"""Rollout task (its display name, the wire format's) -> its dual likelihood (R_U or R_G)."""
 
 
 def apply_named_weights(model, named: dict) -> int:

@@ -428,7 +428,7 @@ def delete_apps(names, timeout_s: float = 120.0) -> list[str]:
 def cleanup_run_apps(run: str | None, dry_run: bool = False) -> tuple[list[str], list[str]]:
     """A dead training run's Serve applications (every run's when ``run`` is None): returns
     (found, still present); deletes them unless ``dry_run``. Ray must be initialised."""
-    prefix = run_app_prefix(run or "")
+    prefix = run_app_prefix(run) if run else RUN_APP_PREFIX.split("{")[0]  # "pairuni-"
     found = sorted(a for a in serve.status().applications if a.startswith(prefix))
     if dry_run or not found:
         return found, []

@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from models.tasks import TASKS
 from rewards.accuracy import KINDS, gold_letter
 
-DUAL_TASKS = ("understanding", "generation")
+DUAL_TASKS = tuple(t.display for t in TASKS)
 LETTERS = string.ascii_uppercase
 
 
