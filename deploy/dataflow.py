@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 
 from actors.types import Rollout, RolloutRequest
-from learner.advantages import ADV_ESTIMATORS, best_worst_pairs, combine_rewards, lookup
+from learner.advantages import combine_rewards
+from learner.objectives import advantages, simpo_pairs  # noqa: F401  (the step's helpers)
 from models.prompts import format_choices
-from models.tasks import TASKS, Task, group_key
+from models.tasks import TASKS, Task
 from pairing.datasets import parse_choices
 
 
@@ -111,26 +112,6 @@ def task_rewards(rollouts: Sequence[Rollout], weights: dict[str, float], mode: s
     }
     groups = torch.tensor([r.pair_id for r in rollouts])
     return combine_rewards(terms, weights, groups, mode=mode)
-
-
-def advantages(
-    rollouts: Sequence[Rollout], rewards: torch.Tensor, estimator: str, *, eps: float, scale: str
-) -> torch.Tensor:
-    """Advantages of all rollouts, grouped per (pair, task) (PairUni eq. 2-3)."""
-    fn = lookup(ADV_ESTIMATORS, estimator, "advantage estimator")
-    pair_ids = torch.tensor([r.pair_id for r in rollouts], dtype=torch.long)
-    task_ids = torch.tensor([Task.parse(r.task).id for r in rollouts], dtype=torch.long)
-    weight = torch.tensor([r.request.pair_weight for r in rollouts], dtype=torch.float64)
-    return fn(rewards, pair_ids, task_ids, weight, eps=eps, scale=scale)
-
-
-def simpo_pairs(
-    rollouts: Sequence[Rollout], rewards: torch.Tensor
-) -> tuple[np.ndarray, np.ndarray]:
-    """Best and worst rollout of each (pair, task) group for online SimPO (DSR section 3.3)."""
-    groups = torch.tensor([group_key(r.pair_id, r.task) for r in rollouts], dtype=torch.long)
-    chosen, rejected = best_worst_pairs(rewards, groups)
-    return chosen.numpy(), rejected.numpy()
 
 
 def reward_metrics(rollouts: Sequence[Rollout], rewards: torch.Tensor) -> dict[str, float]:

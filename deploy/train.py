@@ -25,16 +25,13 @@ from actors.types import Rollout
 from deploy import checkpoint
 from deploy.config import RunConfig, load_config, write_resolved
 from deploy.dataflow import (
-    advantages,
     build_requests,
     diversity_metrics,
     reward_metrics,
-    simpo_pairs,
     task_rewards,
 )
 from deploy.metrics import MetricsWriter, plot_curves
 from deploy.resources import ensure_cluster
-from learner.types import TrainBatch
 from models.config import ConfigError
 from models.tasks import Task
 from models.unified import check_checkpoint_dir
@@ -243,19 +240,8 @@ class Trainer:
             )
             raise
         times["time/reward"] = time.perf_counter() - t1
-        if cfg.learner.algorithm == "dsr_simpo":
-            chosen, rejected = simpo_pairs(rollouts, rewards)
-            adv = torch.zeros(len(rollouts), dtype=torch.float64)
-        else:
-            chosen = rejected = None
-            adv = advantages(
-                rollouts,
-                rewards,
-                cfg.learner.adv_estimator,
-                eps=cfg.learner.adv_eps,
-                scale=cfg.learner.adv_scale,
-            )
-        train_batch = TrainBatch(rollouts, adv.float().numpy(), chosen, rejected)
+        train_batch = self.learners.objective.build_batch(rollouts, rewards, cfg.learner)
+        adv = torch.as_tensor(train_batch.advantages, dtype=torch.float64)
         diagnostics = {}
         if t.grad_cosine_every and self.step_num % t.grad_cosine_every == 0:
             t2 = time.perf_counter()

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from learner.config import LearnerConfig
-from learner.losses import Normaliser, loss_normaliser
+from learner.losses import Normaliser
 from learner.types import TrainBatch
 from models.tasks import TASKS, Task
 
@@ -100,12 +100,11 @@ def batch_mask(rollouts: list) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def batch_normaliser(batch: TrainBatch, cfg: LearnerConfig) -> Normaliser:
-    """The FULL batch's loss denominator (``learner.losses.loss_normaliser``; the number of
-    pairs for SimPO). Pass it to every rank's and every micro-batch's loss."""
-    if cfg.policy_loss == "simpo":
-        return float(len(batch.chosen))
-    mask, task_ids = batch_mask(batch.rollouts)
-    return loss_normaliser(mask, task_ids, cfg.loss_agg)
+    """The FULL batch's loss denominator under ``cfg``'s objective
+    (``learner.objectives``). Pass it to every rank's and every micro-batch's loss."""
+    from learner.objectives import objective_for  # objectives build on this module
+
+    return objective_for(cfg).normaliser(batch, cfg)
 
 
 def shard_batch(batch: TrainBatch, world_size: int, simpo: bool) -> list[TrainBatch]:

@@ -16,10 +16,10 @@ rank multiplies its loss by the world size W (DeepSpeed averages gradients over 
 from __future__ import annotations
 
 from actors.types import WeightsRef
-from learner.batches import batch_normaliser, check_batch, shard_batch
 from learner.config import LearnerConfig
 from learner.learner import Learner
 from learner.metrics import epoch_metrics, reduce_metrics
+from learner.objectives import objective_for
 from learner.types import TrainBatch
 from models.config import ModelConfig
 
@@ -51,7 +51,7 @@ class LearnerGroup:
         model_cfg.validate()
         self.cfg, self.model_cfg = cfg, model_cfg
         self.num_learners = cfg.num_learners
-        self._simpo = cfg.policy_loss == "simpo"
+        self.objective = objective_for(cfg)
         self._local: Learner | None = None
         self._actors: list = []
         self._pg = None
@@ -133,9 +133,10 @@ class LearnerGroup:
         else:
             import ray
 
-            check_batch(batch, self._simpo)  # here, not in one rank that would leave others waiting
-            normaliser = batch_normaliser(batch, self.cfg)
-            shards = [ray.put(s) for s in shard_batch(batch, self.num_learners, self._simpo)]
+            # checked here, not in one rank that would leave the others waiting
+            self.objective.check(batch)
+            normaliser = self.objective.normaliser(batch, self.cfg)
+            shards = [ray.put(s) for s in self.objective.shard(batch, self.num_learners)]
             epochs = []
             for _ in range(self.cfg.ppo_epochs):
                 refs = [a.update_shard.remote(s, normaliser) for a, s in zip(self._actors, shards)]
@@ -147,13 +148,13 @@ class LearnerGroup:
     def grad_cosine(self, batch: TrainBatch) -> dict[str, float]:
         """``Learner.grad_cosine`` over the group (each rank scores its shard; the gradients
         are summed over ranks before the cosine): the full batch's value, no update."""
-        normaliser = batch_normaliser(batch, self.cfg)
+        normaliser = self.objective.normaliser(batch, self.cfg)
         if self._local is not None:
             return self._local.grad_cosine(batch, normaliser)
         import ray
 
-        check_batch(batch, self._simpo)
-        shards = [ray.put(s) for s in shard_batch(batch, self.num_learners, self._simpo)]
+        self.objective.check(batch)
+        shards = [ray.put(s) for s in self.objective.shard(batch, self.num_learners)]
         refs = [a.grad_cosine.remote(s, normaliser) for a, s in zip(self._actors, shards)]
         return self._gather(refs)[0]
 

@@ -37,16 +37,15 @@ from actors import weights as flat_weights
 from actors.types import WeightsRef
 from learner.advantages import lookup
 from learner.batches import (
-    batch_normaliser,
-    check_batch,
     group_size,
     plan_micro_batches,
     rollout_cost,
 )
 from learner.config import OPTIMIZERS as OPTIMIZER_NAMES
 from learner.config import LearnerConfig
-from learner.losses import Normaliser, policy_loss, simpo_loss
+from learner.losses import Normaliser
 from learner.metrics import Stats, epoch_metrics, reduce_metrics
+from learner.objectives import objective_for
 from learner.types import TrainBatch
 from models.config import ModelConfig
 from models.tasks import TASKS, Task
@@ -216,6 +215,7 @@ class Learner:
         model_cfg.validate()
         cfg.validate()
         self.model_cfg, self.cfg = model_cfg, cfg
+        self.objective = objective_for(cfg)
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device or model_cfg.device)
         if self.device.type == "cuda" and self.device.index is None:
@@ -292,8 +292,8 @@ class Learner:
     # ---- the update -----------------------------------------------------------------------
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """``learner.ppo_epochs`` optimiser steps on ``batch`` (this learner is the whole group)."""
-        check_batch(batch, self.cfg.policy_loss == "simpo")
-        normaliser = batch_normaliser(batch, self.cfg)
+        self.objective.check(batch)
+        normaliser = self.objective.normaliser(batch, self.cfg)
         return epoch_metrics(
             [
                 reduce_metrics([self.update_shard(batch, normaliser)])
@@ -304,9 +304,8 @@ class Learner:
     def update_shard(self, batch: TrainBatch, normaliser: Normaliser) -> dict[str, float]:
         """One optimiser step on this rank's shard of a batch; ``normaliser`` is the FULL
         batch's. Returns raw sums for ``reduce_metrics``. All ranks must call it together."""
-        simpo = self.cfg.policy_loss == "simpo"
-        check_batch(batch, simpo, allow_empty=True)
-        units = self._plan(batch, simpo)
+        self.objective.check(batch, allow_empty=True)
+        units = self._plan(batch)
         n_micro = self._agree_on_max(max(1, len(units)))
         stats = Stats()
         self.model.hf.train(self.cfg.gradient_checkpointing)  # checkpointing runs in train mode
@@ -316,10 +315,7 @@ class Learner:
                 loss = self._touch_all()
                 if i < len(units):
                     task, idx = units[i]
-                    if simpo:
-                        part = self._simpo_loss(batch, task, idx, normaliser, stats)
-                    else:
-                        part = self._clip_loss(batch, task, idx, normaliser, stats)
+                    part = self.objective.loss(self, batch, task, idx, normaliser, stats)
                     if not bool(torch.isfinite(part)):
                         raise FloatingPointError(
                             f"learner rank {self.rank}: loss {float(part)} on micro-batch {i} "
@@ -352,16 +348,14 @@ class Learner:
         Returns ``grad/cos_und_gen`` (NaN when a task has no rollouts or a zero gradient)
         and each task's gradient norm ``grad/norm_und``, ``grad/norm_gen``.
         """
-        simpo = self.cfg.policy_loss == "simpo"
-        check_batch(batch, simpo, allow_empty=True)
+        self.objective.check(batch, allow_empty=True)
         params = list(self.model.shared_parameters().values())
         grads = {task: [torch.zeros_like(p) for p in params] for task in TASKS}
         scratch = Stats()  # the losses' own statistics are the update's business, not ours
         self.model.hf.train(self.cfg.gradient_checkpointing)
         try:
-            for task, idx in self._plan(batch, simpo):
-                loss_of = self._simpo_loss if simpo else self._clip_loss
-                part = loss_of(batch, task, idx, normaliser, scratch)
+            for task, idx in self._plan(batch):
+                part = self.objective.loss(self, batch, task, idx, normaliser, scratch)
                 parts = torch.autograd.grad(part, params, allow_unused=True)
                 for acc, g in zip(grads[task], parts):
                     if g is not None:
@@ -381,20 +375,17 @@ class Learner:
         cos = dot / (n_und * n_gen) if n_und > 0 and n_gen > 0 else float("nan")
         return {"grad/cos_und_gen": cos, "grad/norm_und": n_und, "grad/norm_gen": n_gen}
 
-    def _plan(self, batch: TrainBatch, simpo: bool) -> list[tuple[str, list[int]]]:
-        """Micro-batches as (task, rollout indices); for SimPO, (task, pair indices)."""
+    def _plan(self, batch: TrainBatch) -> list[tuple[Task, list[int]]]:
+        """Micro-batches as (task, item indices): the objective's items (rollouts, or SimPO
+        pairs) of one task, packed by their rollouts' token cost."""
         streams = 2 if self.model_cfg.image_logprob_mode == "combined" else 1
         costs = [rollout_cost(r, streams) for r in batch.rollouts]
         units = []
         for task in TASKS:
-            if simpo:
-                items = [j for j, c in enumerate(batch.chosen) if batch.rollouts[c].task == task]
-                item_cost = [costs[batch.chosen[j]] + costs[batch.rejected[j]] for j in items]
-            else:
-                items = [i for i, r in enumerate(batch.rollouts) if r.task == task]
-                item_cost = [costs[i] for i in items]
+            items = self.objective.items(batch, task)
+            item_cost = [sum(costs[row] for row in rows) for _, rows in items]
             for group in plan_micro_batches(item_cost, self.cfg.micro_batch_tokens):
-                units.append((task, [items[g] for g in group]))
+                units.append((task, [items[g][0] for g in group]))
         return units
 
     def _agree_on_max(self, n: int) -> int:
@@ -425,60 +416,6 @@ class Learner:
             with torch.no_grad():
                 ref = score(self.ref_model, rollouts, task, self.model_cfg)
         return new, old, ref
-
-    def _clip_loss(self, batch, task, idx, normaliser, stats) -> torch.Tensor:
-        """Micro-batch share of the clipped objective (PairUni eq. 1, DSR eq. 3)."""
-        rollouts = [batch.rollouts[i] for i in idx]
-        new, old, ref = self._logprobs(rollouts, task)
-        adv = torch.as_tensor(np.asarray(batch.advantages, dtype=np.float32)[idx]).to(self.device)
-        task_ids = torch.full((len(idx),), Task(task).id, dtype=torch.long, device=self.device)
-        loss, m = policy_loss(
-            new.values,
-            old,
-            adv,
-            new.mask,
-            eps_low=self.cfg.eps_low,
-            eps_high=self.cfg.eps_high,
-            agg=self.cfg.loss_agg,
-            task_ids=task_ids,
-            ref_logprobs=None if ref is None else ref.values,
-            kl_coef=self.cfg.kl_coef,
-            kl_estimator=self.cfg.kl_estimator,
-            dual_clip=self.cfg.dual_clip,
-            clip_ratio_c=self.cfg.clip_ratio_c,
-            normaliser=normaliser,
-            agg_constant=self.cfg.loss_agg_constant,
-        )
-        n_tok = m["tokens"]
-        for key in ("clip_fraction", "dual_clip_fraction", "approx_kl", "ratio_mean", "kl_ref"):
-            stats.add(f"sum/{key}", m[key] * n_tok)
-        stats.add("sum/loss_tokens", n_tok)
-        stats.maximum("max/ratio_max", m["ratio_max"])
-        stats.add_logprob_diff(task, new, old, len(idx))
-        return loss
-
-    def _simpo_loss(self, batch, task, pairs, normaliser, stats) -> torch.Tensor:
-        """Micro-batch share of the online SimPO loss (DSR eq. 5): length-normalised
-        log-likelihood of the chosen vs the rejected rollout of each pair."""
-        rows = [int(batch.chosen[j]) for j in pairs] + [int(batch.rejected[j]) for j in pairs]
-        new, old, _ = self._logprobs([batch.rollouts[i] for i in rows], task)
-        P = len(pairs)
-        logp_sum = (new.values * new.mask).sum(dim=1)  # [2P]
-        length = new.mask.sum(dim=1)  # [2P]
-        loss, m = simpo_loss(
-            logp_sum[:P],
-            length[:P],
-            logp_sum[P:],
-            length[P:],
-            beta=self.cfg.simpo_beta,
-            gamma=self.cfg.simpo_gamma,
-            normaliser=normaliser,
-        )
-        for key in ("reward_chosen", "reward_rejected", "margin", "accuracy"):
-            stats.add(f"sum/simpo_{key}", m[key] * P)
-        stats.add("sum/simpo_pairs", float(P))
-        stats.add_logprob_diff(task, new, old, 2 * P)
-        return loss
 
     # ---- checkpoints and export -----------------------------------------------------------
     def save_checkpoint(self, path: str) -> str:

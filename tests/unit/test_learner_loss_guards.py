@@ -325,12 +325,13 @@ def test_new_keys_default_to_the_old_objective():
 
 
 def test_learner_clip_loss_reads_the_new_keys():
-    # Learner._clip_loss with the model's scoring replaced by fixed log-probs: two one-token
+    # The clip objective's micro-batch loss with the model's scoring replaced by fixed log-probs: two one-token
     # und rollouts, old 0, logp = ln 4 and ln 2 (ratios 4 and 2), A = -1 both, ref 0.
     # dual clip c = 3: losses min(4, 3) = 3 and min(2, 3) = 2; k1 = logp - ref adds
     # 0.5 * ln 4 and 0.5 * ln 2; seq-mean-token-sum-norm with D = 2 (given), C = 4:
     # (3 + 2 + 0.5 * ln 8) / (2 * 4) = (5 + 1.5 ln 2) / 8.
     from learner.learner import Learner
+    from learner.objectives import OBJECTIVES
 
     cfg = LearnerConfig(
         kl_coef=0.5,
@@ -341,7 +342,7 @@ def test_learner_clip_loss_reads_the_new_keys():
         loss_agg_constant=4.0,
     )
     cfg.validate()
-    learner = Learner.__new__(Learner)  # no engine: only _clip_loss's own code runs
+    learner = Learner.__new__(Learner)  # no engine: only the objective's own code runs
     learner.cfg, learner.device = cfg, torch.device("cpu")
     mask = torch.ones(2, 1, dtype=torch.bool)
     new = Padded(t([[math.log(4)], [math.log(2)]], torch.float32), mask)
@@ -349,6 +350,6 @@ def test_learner_clip_loss_reads_the_new_keys():
     learner._logprobs = lambda rollouts, task: (new, torch.zeros(2, 1), ref)
     batch = TrainBatch([_rollout("und", 1, 0), _rollout("und", 1, 1)], np.array([-1.0, -1.0]))
     stats = Stats()
-    loss = learner._clip_loss(batch, "und", [0, 1], 2.0, stats)
+    loss = OBJECTIVES["clip"].loss(learner, batch, "und", [0, 1], 2.0, stats)
     assert loss.item() == pytest.approx((5 + 1.5 * LN2) / 8, rel=1e-6)
     assert stats.raw["sum/dual_clip_fraction"] == pytest.approx(1.0)  # 0.5 of 2 tokens
