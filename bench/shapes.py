@@ -98,12 +98,32 @@ def build(
     with torch.device(device), _default_dtype(DTYPES[dtype]):
         hf = JanusForConditionalGeneration(config)
     hf.to(dtype=DTYPES[dtype]).eval()
+    float32_rope(hf)
     m = UnifiedModel(hf, tiny_processor(tokenizer, shape))
     n = sum(p.numel() for p in hf.parameters())
     print(
         f"built {size} ({n / 1e9:.2f} B params, {dtype}, {device}) in {time.perf_counter() - t0:.1f} s"
     )
     return m
+
+
+def float32_rope(hf) -> int:
+    """Recompute RoPE's ``inv_freq`` buffers in float32, as ``from_pretrained`` leaves them.
+
+    A model created under a bf16 default dtype (and cast with ``.to(dtype)``) rotates with
+    bf16-rounded frequencies, while a loaded checkpoint keeps them in float32 (recomputed at
+    load, not stored): on the tiny model that alone moved bf16 log-probs by ~2e-3. ``build``
+    calls this, so benchmarks rotate as a real checkpoint does. Returns how many changed."""
+    changed = 0
+    for mod in hf.modules():
+        own = dict(mod.named_buffers(recurse=False))
+        if "inv_freq" not in own or own["inv_freq"].dtype == torch.float32:
+            continue
+        fresh = type(mod)(mod.config).to(mod.inv_freq.device)
+        for name in own:
+            setattr(mod, name, getattr(fresh, name))
+            changed += 1
+    return changed
 
 
 def sync(device) -> None:

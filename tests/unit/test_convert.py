@@ -1,289 +1,29 @@
 """Converting DeepSeek's original Janus layout (``multi_modality``) into transformers' format.
 
-The tiny random Janus is written in the original layout (DeepSeek's config keys, weight
-names, fused qkv, timm's batched position embedding, the dropped pooling head and codebook
-statistics, tokenizer and VLChatProcessor files), converted, loaded, and compared with the
-model it was written from.
+The tiny random Janus is written in the original layout by ``bench.original_layout``
+(DeepSeek's config keys, weight names, fused qkv, timm's batched position embedding, the
+dropped pooling head and codebook statistics, tokenizer and VLChatProcessor files),
+converted, loaded, and compared with the model it was written from.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tokenizers import Tokenizer
 
+from bench.original_layout import write_original
 from models import convert as cv
 from models import image_tokens, load_unified_model, tiny_unified_model
-from models.tiny import EXTRA_SPECIAL_TOKENS, ROLE_TOKENS, SPECIAL_TOKENS, TinyShape
+from models.tiny import SPECIAL_TOKENS
 
 PROMPTS = ["a red circle", "two blue squares on a white background"]
 QUESTIONS = ["what colour is it?", "how many shapes are there in the picture?"]
-
-# ---- writing the original layout -------------------------------------------------------
-
-# transformers name prefix -> DeepSeek's (janus/models/modeling_vlm.py module names)
-_PREFIXES = [
-    (
-        "model.vision_model.embeddings.patch_embedding.",
-        "vision_model.vision_tower.patch_embed.proj.",
-    ),
-    (
-        "model.vision_model.embeddings.position_embedding.weight",
-        "vision_model.vision_tower.pos_embed",
-    ),
-    ("model.vision_model.post_layernorm.", "vision_model.vision_tower.norm."),
-    ("model.vision_model.encoder.layers.", "vision_model.vision_tower.blocks."),
-    ("model.aligner.fc1.", "aligner.layers.0."),
-    ("model.aligner.hidden_layers.0.", "aligner.layers.2."),
-    ("model.generation_aligner.fc1.", "gen_aligner.layers.0."),
-    ("model.generation_aligner.hidden_layers.0.", "gen_aligner.layers.2."),
-    ("model.generation_embeddings.", "gen_embed."),
-    ("model.generation_head.proj_out.", "gen_head.output_mlp_projector."),
-    ("model.generation_head.vision_head.", "gen_head.vision_head."),
-    ("model.vqmodel.", "gen_vision_model."),
-    ("model.language_model.", "language_model.model."),
-    ("lm_head.", "language_model.lm_head."),
-]
-_INNER = [  # inside the SigLIP blocks and the VQ encoder/decoder
-    (".layer_norm1.", ".norm1."),
-    (".layer_norm2.", ".norm2."),
-    (".self_attn.projection_layer.", ".attn.proj."),
-    (".down.", ".conv_blocks."),
-    (".up.", ".conv_blocks."),
-    (".block.", ".res."),
-    (".mid.block_1.", ".mid.0."),
-    (".mid.attn_1.", ".mid.1."),
-    (".mid.block_2.", ".mid.2."),
-]
-
-
-def original_state_dict(hf_model, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The tiny model's weights under DeepSeek's names, as their checkpoints store them."""
-    sd = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
-    out: dict[str, torch.Tensor] = {}
-    for key in list(sd):
-        if key.startswith("model.vision_model.") and ".self_attn.q_proj." in key:
-            # timm's fused qkv: [q; k; v] along dim 0 (the Llama layers keep q/k/v apart)
-            parts = [
-                sd.pop(key.replace(".q_proj.", f".{p}.")) for p in ("q_proj", "k_proj", "v_proj")
-            ]
-            sd[key.replace(".q_proj.", ".qkv.")] = torch.cat(parts)
-    for key, tensor in sd.items():
-        name = next(new + key[len(old) :] for old, new in _PREFIXES if key.startswith(old))
-        name = name.replace(".self_attn.qkv.", ".attn.qkv.")
-        for old, new in _INNER:
-            name = name.replace(old, new)
-        if name.endswith("pos_embed"):
-            tensor = tensor[None]  # timm: [1, N, D]
-        out[name] = tensor
-    width = hf_model.config.vision_config.hidden_size
-    mlp = int(width * hf_model.config.vision_config.mlp_ratio)
-    pool = {  # timm's AttentionPoolLatent (global_pool="map"): stored, unused by Janus
-        "latent": (1, 1, width),
-        "q.weight": (width, width),
-        "q.bias": (width,),
-        "kv.weight": (2 * width, width),
-        "kv.bias": (2 * width,),
-        "proj.weight": (width, width),
-        "proj.bias": (width,),
-        "norm.weight": (width,),
-        "norm.bias": (width,),
-        "mlp.fc1.weight": (mlp, width),
-        "mlp.fc1.bias": (mlp,),
-        "mlp.fc2.weight": (width, mlp),
-        "mlp.fc2.bias": (width,),
-    }
-    for name, shape in pool.items():
-        out[f"vision_model.vision_tower.attn_pool.{name}"] = torch.randn(shape)
-    out["gen_vision_model.quantize.codebook_used"] = torch.zeros(65536)
-    if dtype is not None:
-        out = {k: v.to(dtype) for k, v in out.items()}
-    return out
-
-
-def original_config(shape: TinyShape, vocab: int, dtype: str = "float32") -> dict:
-    """DeepSeek's config.json for the tiny shape. Janus-Pro's keys, plus the tower and VQ sizes
-    (their code fixes them per ``model_name`` / ``cls``) that a tiny model has to state."""
-    vq_ch = shape.vq_base_channels
-    return {
-        "architectures": ["MultiModalityCausalLM"],
-        "model_type": "multi_modality",
-        "torch_dtype": dtype,
-        "transformers_version": "4.33.1",
-        "language_config": {
-            "hidden_size": shape.hidden,
-            "intermediate_size": shape.intermediate,
-            "max_position_embeddings": 1024,
-            "model_type": "llama",
-            "num_attention_heads": shape.heads,
-            "num_hidden_layers": shape.layers,
-            "num_key_value_heads": shape.heads,
-            "torch_dtype": dtype,
-            "vocab_size": vocab,
-            "_attn_implementation": "flash_attention_2",
-        },
-        "vision_config": {
-            "cls": "CLIPVisionTower",
-            "model_type": "vision",
-            "params": {
-                "image_size": shape.image_size,
-                "model_name": "siglip_large_patch16_384",
-                "select_feature": "same",
-                "select_layer": -1,
-                "width": shape.vision_hidden,
-                "layers": shape.vision_layers,
-                "heads": 2,
-                "mlp_ratio": 4,
-            },
-        },
-        "aligner_config": {
-            "cls": "MlpProjector",
-            "model_type": "aligner",
-            "params": {
-                "depth": 2,
-                "input_dim": shape.vision_hidden,
-                "n_embed": shape.hidden,
-                "projector_type": "mlp_gelu",
-            },
-        },
-        "gen_vision_config": {
-            "cls": "VQ-16",
-            "model_type": "gen_vision",
-            "params": {
-                "image_token_size": shape.vq_codes,
-                "n_embed": 8,
-                "ch": vq_ch,
-                "z_channels": vq_ch,
-                "num_res_blocks": 1,
-            },
-        },
-        "gen_aligner_config": {
-            "cls": "MlpProjector",
-            "model_type": "gen_aligner",
-            "params": {
-                "depth": 2,
-                "input_dim": 8,
-                "n_embed": shape.hidden,
-                "projector_type": "mlp_gelu",
-            },
-        },
-        "gen_head_config": {
-            "cls": "vision_head",
-            "model_type": "gen_head",
-            "params": {
-                "image_token_embed": shape.hidden,
-                "image_token_size": shape.vq_codes,
-                "n_embed": shape.hidden,
-            },
-        },
-    }
-
-
-def write_original(
-    m,
-    path: Path,
-    *,
-    dtype: torch.dtype | None = None,
-    fmt: str = "safetensors",
-    shards: int = 2,
-    pad_in_tokenizer: bool = True,
-    config_edit=None,
-    processor_extra: dict | None = None,
-) -> Path:
-    """Write the tiny UnifiedModel ``m`` in DeepSeek's original checkpoint layout at ``path``."""
-    path.mkdir(parents=True)
-    shape = TinyShape()
-    dname = {None: "float32", torch.bfloat16: "bfloat16"}[dtype]
-    cfg = original_config(shape, m.hf.config.text_config.vocab_size, dname)
-    if config_edit:
-        config_edit(cfg)
-    (path / "config.json").write_text(json.dumps(cfg, indent=2))
-    sd = original_state_dict(m.hf, dtype)
-    keys = sorted(sd)
-    groups = [keys[i::shards] for i in range(shards)]
-    ext = "safetensors" if fmt == "safetensors" else "bin"
-    stem = "model" if fmt == "safetensors" else "pytorch_model"
-    names = (
-        [f"{stem}.{ext}"]
-        if shards == 1
-        else [f"{stem}-{i + 1:05d}-of-{shards:05d}.{ext}" for i in range(shards)]
-    )
-    for name, group in zip(names, groups):
-        part = {k: sd[k].contiguous() for k in group}
-        if fmt == "safetensors":
-            save_file(part, str(path / name), metadata={"format": "pt"})
-        else:
-            torch.save(part, path / name)
-    if shards > 1:
-        weight_map = {k: n for n, g in zip(names, groups) for k in g}
-        index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
-        (path / f"{stem}.{ext}.index.json").write_text(json.dumps(index))
-
-    tok = m.tokenizer
-    backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
-    backend.no_padding()  # calls with padding=True leave it set; DeepSeek's file has none
-    backend.save(str(path / "tokenizer.json"))
-    pad = SPECIAL_TOKENS["pad_token"]
-    (path / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "bos_token": SPECIAL_TOKENS["bos_token"],
-                "clean_up_tokenization_spaces": False,
-                "eos_token": SPECIAL_TOKENS["eos_token"],
-                "model_max_length": 4096,
-                "pad_token": None,
-                "tokenizer_class": "LlamaTokenizer",
-                "unk_token": None,
-                "use_default_system_prompt": True,
-            }
-        )
-    )
-    stm = {
-        "additional_special_tokens": [EXTRA_SPECIAL_TOKENS["image_token"], *ROLE_TOKENS],
-        "bos_token": SPECIAL_TOKENS["bos_token"],
-        "eos_token": SPECIAL_TOKENS["eos_token"],
-    }
-    if pad_in_tokenizer:
-        stm["pad_token"] = pad
-    (path / "special_tokens_map.json").write_text(json.dumps(stm))
-    (path / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "background_color": [127, 127, 127],
-                "do_normalize": True,
-                "image_mean": [0.5, 0.5, 0.5],
-                "image_processor_type": "VLMImageProcessor",
-                "image_size": shape.image_size,
-                "image_std": [0.5, 0.5, 0.5],
-                "min_size": 14,
-                "processor_class": "VLChatProcessor",
-                "rescale_factor": 1 / 255,
-            }
-        )
-    )
-    (path / "processor_config.json").write_text(
-        json.dumps(
-            {
-                "add_special_token": False,
-                "ignore_id": -100,
-                "image_tag": EXTRA_SPECIAL_TOKENS["image_token"],
-                "mask_prompt": True,
-                "num_image_tokens": (shape.image_size // shape.patch) ** 2,
-                "processor_class": "VLChatProcessor",
-                "sft_format": "deepseek",
-                **(processor_extra or {}),
-            }
-        )
-    )
-    return path
-
 
 # ---- fixtures --------------------------------------------------------------------------
 
