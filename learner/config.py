@@ -25,7 +25,7 @@ ALGORITHMS: dict[str, tuple[str | None, str]] = {
     "dsr_grpo": ("grpo", "clip"),
     "dsr_simpo": (None, "simpo"),
 }
-"""algorithm -> (advantage estimator in ADV_ESTIMATORS or None, policy loss in POLICY_LOSSES)."""
+"""algorithm -> (advantage estimator in ADV_ESTIMATORS or None, objective in OBJECTIVES)."""
 
 OPTIMIZERS = ("adamw", "fused_adam")
 """Names in ``learner.learner.OPTIMIZERS`` (kept here so validating a config imports no DeepSpeed)."""
@@ -152,7 +152,7 @@ class LearnerConfig:
 
     @property
     def policy_loss(self) -> str:
-        """Name in ``learner.losses.POLICY_LOSSES``."""
+        """Name in ``learner.objectives.OBJECTIVES`` (the objective this algorithm trains)."""
         return ALGORITHMS[self.algorithm][1]
 
     def validate(self) -> None:

@@ -437,3 +437,35 @@ def test_simpo_step_lowers_the_simpo_loss(tiny):
     m2 = learner.update(batch)  # its loss is measured on the version-1 weights
     assert m2["loss"] < m1["loss"]
     assert m2["simpo/margin"] > m1["simpo/margin"]
+
+
+def test_a_new_objective_is_one_registered_class(tiny, monkeypatch):
+    # REINFORCE on the sampler's own log-probs (-A * log pi, a mean over all tokens): a
+    # subclass registered in learner.objectives.OBJECTIVES plus an algorithm preset is all
+    # the learner needs; it asks the objective for items, normaliser and loss.
+    from learner import config as learner_config
+    from learner import objectives
+
+    class Reinforce(objectives.ClipObjective):
+        name = "reinforce"
+
+        def normaliser(self, batch, cfg):
+            return float(sum(len(r.token_ids) for r in batch.rollouts))
+
+        def loss(self, learner, batch, task, idx, normaliser, stats):
+            new, old, _ = learner._logprobs([batch.rollouts[i] for i in idx], task)
+            adv = torch.as_tensor(np.asarray(batch.advantages, np.float32)[idx])[:, None]
+            stats.add_logprob_diff(task, new, old, len(idx))
+            return -(adv * new.values * new.mask).sum() / normaliser
+
+    monkeypatch.setitem(objectives.OBJECTIVES, "reinforce", Reinforce())
+    monkeypatch.setitem(learner_config.ALGORITHMS, "reinforce", ("grpo", "reinforce"))
+    model_cfg, rollouts = tiny
+    learner = Learner(model_cfg, LearnerConfig(algorithm="reinforce", lr=LR))
+    assert isinstance(learner.objective, Reinforce)
+    batch = TrainBatch(rollouts, ADV)
+    m = learner.update(batch)
+    tokens = sum(len(r.token_ids) for r in rollouts)
+    expected = -sum(a * r.logprobs.sum() for a, r in zip(ADV, rollouts)) / tokens
+    assert m["loss"] == pytest.approx(float(expected), rel=1e-4)  # on-policy, version 0
+    assert m["logprob_diff"] < 1e-5
