@@ -11,26 +11,25 @@ are parsed as YAML scalars, so ``a.b=3`` is an int, ``a.b=true`` a bool, ``a.b=[
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import difflib
-import inspect
-import itertools
-import textwrap
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
 
 from actors.config import RolloutConfig
 from learner.config import LearnerConfig
-from models.config import ConfigError, ModelConfig, check
+from models.config import (  # noqa: F401  (the config machinery, re-exported for callers)
+    ConfigError,
+    ModelConfig,
+    apply_overrides,
+    check,
+    describe,
+    field_docs,
+    from_dict,
+    load_config,
+    to_dict,
+    validate_all,
+    write_resolved,
+)
 from rewards.config import RewardsConfig
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -262,198 +261,3 @@ class RunConfig:
             "DSR algorithms score rollouts with the dual self-reward",
             "set train.und_rewards={dual: 1.0} and train.gen_rewards={dual: 1.0}",
         )
-
-
-# ---- field documentation (the string literal under each field) -----------------------------
-def field_docs(cls) -> dict[str, str]:
-    """``{field: docstring}`` read from the class source (attribute docstrings)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return {}
-    body = tree.body[0].body
-    docs = {}
-    for stmt, nxt in itertools.pairwise(body):
-        if (
-            isinstance(stmt, ast.AnnAssign)
-            and isinstance(stmt.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[stmt.target.id] = nxt.value.value.strip()
-    return docs
-
-
-def describe(cls, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """Every leaf key of a config class as (dotted key, default, docstring)."""
-    rows = []
-    docs = field_docs(cls)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        typ = hints[f.name]
-        if dataclasses.is_dataclass(typ):
-            rows += describe(typ, f"{prefix}{f.name}.")
-        else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((prefix + f.name, default, docs.get(f.name, "")))
-    return rows
-
-
-# ---- construction from plain data ----------------------------------------------------------
-def _all_keys(cls, prefix: str = "") -> list[str]:
-    return [k for k, _, _ in describe(cls, prefix)] + [
-        prefix + f.name
-        for f in dataclasses.fields(cls)
-        if dataclasses.is_dataclass(typing.get_type_hints(cls)[f.name])
-    ]
-
-
-def _unknown(key: str, value: Any, root_cls) -> ConfigError:
-    close = difflib.get_close_matches(key, _all_keys(root_cls), n=1, cutoff=0.5)
-    fix = f"did you mean '{close[0]}'?" if close else "run `pairuni config keys` to list valid keys"
-    return ConfigError(key, value, "is not a config key", fix)
-
-
-def _coerce(value: Any, typ: Any, key: str) -> Any:
-    origin = typing.get_origin(typ)
-    if typ is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(typ)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(e.constraint)
-        raise ConfigError(key, value, f"must be {typ}", "pass a value of that type")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(key, value, f"must be a list ({typ})", "write it as [a, b, ...]")
-        args = typing.get_args(typ)
-        item = args[0] if args else Any
-        items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(key, value, f"must be a mapping ({typ})", "write it as {k: v}")
-        _, vt = typing.get_args(typ) or (Any, Any)
-        return {k: _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if typ is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-6" as a string
-            return float(value)
-        except ValueError:
-            pass
-    if (isinstance(typ, type) and not isinstance(value, typ)) or (
-        typ is int and isinstance(value, bool)
-    ):
-        raise ConfigError(
-            key,
-            value,
-            f"must be of type {typ.__name__}, got {type(value).__name__}",
-            f"pass a {typ.__name__}",
-        )
-    return value
-
-
-def from_dict(cls: type[T], data: dict | None, prefix: str = "", root_cls=None) -> T:
-    """Build the (nested) frozen dataclass ``cls`` from plain data; unknown keys are errors."""
-    root_cls = root_cls or cls
-    data = data or {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            prefix.rstrip(".") or "<root>",
-            data,
-            "must be a mapping of keys",
-            "write the section as `key: value` lines",
-        )
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            raise _unknown(prefix + str(key), data[key], root_cls)
-    kwargs = {}
-    for name in names & set(data):
-        typ, key = hints[name], prefix + name
-        if dataclasses.is_dataclass(typ):
-            kwargs[name] = from_dict(typ, data[name], key + ".", root_cls)
-        else:
-            kwargs[name] = _coerce(data[name], typ, key)
-    return cls(**kwargs)
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b=c`` overrides (values parsed as YAML) to nested plain data, in order."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(
-                item, None, "an override must look like key.sub=value", f"write e.g. {item}=VALUE"
-            )
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(
-                    key, raw, f"'{part}' is a value, not a section", "override a leaf key"
-                )
-        node[parts[-1]] = value
-    return data
-
-
-def validate_all(cfg: Any) -> None:
-    """Call ``validate()`` on every nested section, then on ``cfg`` itself."""
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            validate_all(value)
-    if hasattr(cfg, "validate"):
-        cfg.validate()
-
-
-def load_config(
-    cls: type[T], yaml_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
-) -> T:
-    """YAML file (optional) + dotted overrides -> validated frozen ``cls`` instance."""
-    data: dict = {}
-    if yaml_path:
-        path = Path(yaml_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the top level must be a mapping of sections")
-    cfg = from_dict(cls, apply_overrides(data, list(overrides)))
-    validate_all(cfg)
-    return cfg
-
-
-def to_dict(cfg: Any) -> dict:
-    """Plain, YAML-safe data of a config (tuples become lists)."""
-
-    def plain(v):
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
-    return plain(dataclasses.asdict(cfg))
-
-
-def write_resolved(cfg: Any, run_dir: str | Path) -> Path:
-    """Write the resolved config as ``run_dir/config.yaml``; returns its path."""
-    path = Path(run_dir) / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return path

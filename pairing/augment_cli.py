@@ -42,7 +42,7 @@ def serve_augment(args: argparse.Namespace) -> None:
     """Start Ray (or join ``--address``), run the endpoint, block until Ctrl-C."""
     import ray
 
-    from deploy.services import hold_until_interrupted
+    from models.serving import hold_until_interrupted
     from pairing.serve_augment import run_augment_server
 
     cfg = AugmentServerConfig(

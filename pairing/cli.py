@@ -40,8 +40,8 @@ class PairCommandConfig:
 
 
 def load_pairing_config(yaml_path: str | None, overrides: list[str]) -> PairingConfig:
-    """YAML + dotted overrides -> validated ``PairingConfig`` (via ``deploy.config``)."""
-    from deploy.config import load_config
+    """YAML + dotted overrides -> validated ``PairingConfig``."""
+    from models.config import load_config
 
     return load_config(PairCommandConfig, yaml_path, overrides).pairing
 

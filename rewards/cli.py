@@ -24,7 +24,7 @@ def load_rewards_config(
     """``rewards`` section of a YAML file (or the whole file if it has none) + overrides."""
     import yaml
 
-    from deploy.config import apply_overrides, from_dict
+    from models.config import apply_overrides, from_dict
 
     data: dict = {}
     if path:
@@ -51,7 +51,7 @@ def serve_rewards(args: argparse.Namespace) -> None:
     """Start Ray (or join ``--address``), run the endpoints, block until Ctrl-C."""
     import ray
 
-    from deploy.services import hold_until_interrupted
+    from models.serving import hold_until_interrupted
     from rewards.serve import run_endpoints
 
     cfg = load_rewards_config(args.config, args.overrides)

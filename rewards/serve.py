@@ -48,7 +48,7 @@ def config_from_args(args: "dict | RewardsConfig | None") -> RewardsConfig:
     if isinstance(args, RewardsConfig):
         cfg = args
     else:
-        from deploy.config import from_dict
+        from models.config import from_dict
 
         cfg = from_dict(RewardsConfig, dict(args or {}), prefix="rewards.")
     cfg.validate()

@@ -1,4 +1,8 @@
-"""The lifecycle every `pairuni serve ...` command shares: start, print, hold, shut down."""
+"""The lifecycle every `pairuni serve ...` command shares: start, print, hold, shut down.
+
+In the bottom layer because commands of two packages serve (``pairing``'s augmentation
+endpoint, ``rewards``' reward endpoints) and neither may import the driver's package.
+Ray is imported inside the function only."""
 
 from __future__ import annotations
 
