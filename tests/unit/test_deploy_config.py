@@ -77,3 +77,25 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(RunConfig, tmp_path / "nope.yaml")
     with pytest.raises(ValueError, match="not valid YAML"):
         load_config(RunConfig, _yaml(tmp_path, "model: [unclosed\n"))
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    # `pairuni config keys | head -2`: the reader leaves early; the command ends quietly
+    # with 128 + SIGPIPE, as a shell reports it, instead of a BrokenPipeError traceback.
+    # The read end is closed before the command starts, so its first write fails every time.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).parent / "pairuni")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run(
+            [cli, "config", "keys"], stdout=write_end, stderr=subprocess.PIPE, timeout=60
+        )
+    finally:
+        os.close(write_end)
+    err = r.stderr.decode()
+    assert r.returncode == 141 and "Traceback" not in err, err
