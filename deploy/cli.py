@@ -32,7 +32,9 @@ def _model_tiny(args) -> None:
 
 def _model_info(args) -> None:
     from models import load_unified_model
+    from models.unified import check_checkpoint_dir
 
+    check_checkpoint_dir(args.model, key="--model")
     m = load_unified_model(args.model)
     trainable = m.trainable_parameters()
     rows, total, total_train = [], 0, 0
@@ -63,7 +65,9 @@ def _model_sample(args) -> None:
     from PIL import Image
 
     from models import load_unified_model
+    from models.unified import check_checkpoint_dir
 
+    check_checkpoint_dir(args.model, key="--model")
     m = load_unified_model(args.model, dtype=args.dtype, device=args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
