@@ -1,8 +1,8 @@
 """`ray job submit`, exactly as the README writes it, against a head started with `ray start`.
 
 Every other test starts its own cluster without a job server; this is the launch users run.
-The head is a separate cluster (its own ports, temp dir and auth token), started with the
-machine's own CPU count, so a config that asks for more than a 2-core machine has fails here
+The head is a separate cluster (its own ports, temp dir and auth token; it runs beside the
+suite's own local cluster), started with the machine's own CPU count, so a config that asks for more than a 2-core machine has fails here
 with the shortfall message instead of passing on a fixture's extra logical CPUs.
 """
 
@@ -49,6 +49,11 @@ def head():
         "ray", "start", "--head", "--block", "--disable-usage-stats",
         f"--port={_free_port()}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
         f"--ray-client-server-port={_free_port()}", f"--temp-dir={tmp}",
+        # Ports Ray would otherwise take by default: with another cluster on this machine
+        # (the suite's own), a second head's job agent cannot bind and no job ever runs.
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-agent-grpc-port={_free_port()}",
+        f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd,
@@ -60,15 +65,18 @@ def head():
     )
     address = f"http://127.0.0.1:{dash}"
     try:
-        deadline = time.monotonic() + 120
+        # Ready = a job runs: the job server answers before the node's job agent registers,
+        # and a submission in between fails with "No available agent to submit job".
+        deadline, out = time.monotonic() + 180, ""
         while time.monotonic() < deadline:
-            r = _ray(env, "job", "list", "--address", address, check=False)
-            if r.returncode == 0:
+            r = _ray(env, "job", "submit", "--address", address, "--", "true", check=False)
+            out = r.stdout + r.stderr
+            if r.returncode == 0 and "succeeded" in out:
                 break
             assert proc.poll() is None, "ray start --head exited"
             time.sleep(2)
         else:
-            pytest.fail("the job server did not answer within 120 s")
+            pytest.fail(f"no job ran on the head within 180 s: {out[-2000:]}")
         yield env, address
     finally:
         for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
