@@ -399,14 +399,14 @@ def dual_app(args: dict | None = None):
     return build_app("dual", args)
 
 
-RUN_APP_PREFIX = "pairuni-{run}-"
+APP_PREFIX = "pairuni-"
 """A training run's Serve applications are named ``pairuni-<run.name>-<endpoint>``: two runs
 on one cluster keep apart, and a dead run's leftovers are found by name
 (``pairuni serve cleanup --run NAME``)."""
 
 
 def run_app_prefix(run_name: str) -> str:
-    return RUN_APP_PREFIX.format(run=run_name)
+    return f"{APP_PREFIX}{run_name}-"
 
 
 def delete_apps(names, timeout_s: float = 120.0) -> list[str]:
@@ -428,7 +428,7 @@ def delete_apps(names, timeout_s: float = 120.0) -> list[str]:
 def cleanup_run_apps(run: str | None, dry_run: bool = False) -> tuple[list[str], list[str]]:
     """A dead training run's Serve applications (every run's when ``run`` is None): returns
     (found, still present); deletes them unless ``dry_run``. Ray must be initialised."""
-    prefix = run_app_prefix(run) if run else RUN_APP_PREFIX.split("{")[0]  # "pairuni-"
+    prefix = run_app_prefix(run) if run else APP_PREFIX
     found = sorted(a for a in serve.status().applications if a.startswith(prefix))
     if dry_run or not found:
         return found, []
