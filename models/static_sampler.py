@@ -182,15 +182,21 @@ _DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 COMPILE_MODES = ("auto", "none", "aot_eager", "inductor", "reduce-overhead")
 
 
-def _compiled_step(dec: StaticDecoder, compile: str):
-    """The decode step, compiled as asked: auto = CUDA graphs on CUDA, eager on the CPU."""
+def resolve_compile(compile: str, on_cuda: bool) -> str:
+    """The compile mode ``compile`` means here: auto = CUDA graphs on CUDA, eager on the CPU."""
     if compile not in COMPILE_MODES:
         raise ValueError(f"compile={compile!r} is not one of {COMPILE_MODES}")
     if compile == "auto":
-        compile = "reduce-overhead" if dec.k.is_cuda else "none"
+        return "reduce-overhead" if on_cuda else "none"
+    return compile
+
+
+def _compiled_step(dec: StaticDecoder, compile: str):
+    """The decode step, compiled as ``resolve_compile`` says."""
+    compile = resolve_compile(compile, dec.k.is_cuda)
     if compile == "none":
         return dec.step
-    # One graph per kv bucket and per cached decoder: allow more than dynamo's default 8.
+    # One graph per cached decoder shape (batch, prompt bucket): allow more than dynamo's 8.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     # dynamic=True: the attention length S (one value per kv bucket) is symbolic from the
     # first call, so the step compiles once, not once static and again dynamic when S first
@@ -257,7 +263,7 @@ def sample(
     logprobs = torch.empty(N, K, dtype=torch.float32, device=device)
     tok, lp = pick(dec.prefill(model, ids, mask), noise(), cfg_weight, temperature, mode)
     tokens[:, 0], logprobs[:, 0] = tok, lp
-    graphs = dec.k.is_cuda and compile in ("auto", "reduce-overhead")
+    graphs = dec.k.is_cuda and resolve_compile(compile, True) == "reduce-overhead"
     for i in range(1, K):
         if graphs:  # each step starts a new CUDA-graph generation (its outputs are copied
             # out below). Without the mark, the previous step's outputs are still referenced
