@@ -16,8 +16,9 @@ from actors.config import RolloutConfig
 from actors.text_rollout import by_n, check_requests
 from actors.types import Rollout, RolloutRequest, WeightsRef
 from actors.weights import UNSYNCED, load_into
-from actors.worker import WeightsGate, build_policy
+from actors.worker import WeightsGate
 from models.config import ModelConfig
+from models.registry import build_policy
 from models.tasks import Task
 
 

@@ -22,8 +22,9 @@ from actors.backends import vllm_text_backend
 from actors.config import RolloutConfig
 from actors.types import Rollout, RolloutRequest, WeightsRef
 from actors.weights import UNSYNCED, load_into
-from actors.worker import WeightsGate, build_policy
+from actors.worker import WeightsGate
 from models.config import ModelConfig
+from models.registry import build_policy
 from models.tasks import Task
 
 

@@ -1,4 +1,5 @@
-"""What text and image rollout workers share: building the policy, and the weights gate.
+"""What text and image rollout workers share: the weights gate (the policy itself comes from
+``models.registry.build_policy``, the builder the learner uses too).
 
 The gate makes "a worker never samples one batch with mixed versions" hold by construction:
 sampling and loading take the same lock, so a load waits for an in-flight batch and a batch
@@ -16,26 +17,6 @@ import numpy as np
 
 from actors.types import WeightsRef
 from actors.weights import VersionedWeights, fetch
-from models.config import ModelConfig
-
-
-def build_policy(model_cfg: ModelConfig):
-    """The rollout copy of the policy: a local checkpoint, or the tiny random model."""
-    from models.unified import DTYPES, UnifiedModel, load_unified_model, tiny_unified_model
-
-    if model_cfg.path:
-        m = load_unified_model(
-            model_cfg.path,
-            model_cfg.dtype,
-            model_cfg.device,
-            train_vision_tower=model_cfg.train_vision_tower,
-        )
-    else:
-        tiny = tiny_unified_model(model_cfg.seed)
-        m = UnifiedModel(tiny.hf, tiny.processor, train_vision_tower=model_cfg.train_vision_tower)
-        m.to(model_cfg.device, DTYPES[model_cfg.dtype])
-    m.hf.eval()
-    return m
 
 
 class WeightsGate:

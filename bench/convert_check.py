@@ -119,8 +119,8 @@ def score_inputs(m, rows: int, answer_len: int, seed: int) -> dict:
     """Random image tokens, images and answer ids, ``rows`` of each, drawn from ``seed``."""
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    codes = m.hf.config.vq_config.num_embeddings
-    vocab = min(len(m.tokenizer), m.hf.config.text_config.vocab_size)
+    codes = m.module.config.vq_config.num_embeddings
+    vocab = min(len(m.tokenizer), m.module.config.text_config.vocab_size)
     return {
         "prompts": [PROMPTS[i % len(PROMPTS)] for i in range(rows)],
         "tokens": torch.randint(0, codes, (rows, m.num_image_tokens), generator=g),
@@ -179,7 +179,7 @@ class Stages:
 
 def model_gib(m) -> float:
     """Bytes of a UnifiedModel's saved tensors, in GiB."""
-    return sum(t.numel() * t.element_size() for t in m.hf.state_dict().values()) / 2**30
+    return sum(t.numel() * t.element_size() for t in m.module.state_dict().values()) / 2**30
 
 
 def check(args) -> bool:
@@ -191,10 +191,10 @@ def check(args) -> bool:
     print(f"convert_check {tag} (scoring in {str(score_dtype).removeprefix('torch.')})")
 
     m = st.run("build", build, args.size, "cpu", args.dtype, layers=args.layers, gib=model_gib)
-    src_params = sum(p.numel() for p in m.hf.parameters())
-    src_config = m.hf.config.to_dict()
-    src_fp = st.run("fingerprint", fingerprints, m.hf)
-    n_saved = len(m.hf.state_dict())
+    src_params = sum(p.numel() for p in m.module.parameters())
+    src_config = m.module.config.to_dict()
+    src_fp = st.run("fingerprint", fingerprints, m.module)
+    n_saved = len(m.module.state_dict())
     inputs = score_inputs(m, args.rows, args.answer_len, args.seed)
 
     with tempfile.TemporaryDirectory(prefix="convert_check-", dir=args.tmp) as tmp:
@@ -204,7 +204,9 @@ def check(args) -> bool:
             "write", write_original, m, root / "original", dtype=dtype, shards=shards, gib=dir_gib
         )
         if score_dtype != dtype:
-            m.hf.to(score_dtype)  # exact upcast; the fingerprints were taken in the stored dtype
+            m.module.to(
+                score_dtype
+            )  # exact upcast; the fingerprints were taken in the stored dtype
         ref_image = st.run("score image", score_image, m, inputs)
         ref_text, ref_mask = st.run("score text", score_text, m, inputs)
         del m
@@ -218,11 +220,11 @@ def check(args) -> bool:
         for line in lines:
             print(f"    {line}")
         got = st.run("load", load_unified_model, out, args.dtype, gib=model_gib)
-        got_fp = st.run("fingerprint", fingerprints, got.hf)
-        got_params = sum(p.numel() for p in got.hf.parameters())
-        diff = config_diff(src_config, got.hf.config.to_dict(), args.dtype)
+        got_fp = st.run("fingerprint", fingerprints, got.module)
+        got_params = sum(p.numel() for p in got.module.parameters())
+        diff = config_diff(src_config, got.module.config.to_dict(), args.dtype)
         if score_dtype != dtype:
-            got.hf.to(score_dtype)
+            got.module.to(score_dtype)
         got_image = st.run("score image", score_image, got, inputs)
         got_text, got_mask = st.run("score text", score_text, got, inputs)
 

@@ -51,7 +51,7 @@ def hf_generate(m, prompts, n, cfg_weight, seed):
     ids, mask = image_tokens.image_prompt_ids(m.tokenizer, prompts, n, m.device)
     N = ids.shape[0] // 2
     torch.manual_seed(seed)
-    return m.hf.generate(
+    return m.module.generate(
         input_ids=ids[:N],
         attention_mask=mask[:N],
         generation_mode="image",
@@ -62,7 +62,7 @@ def hf_generate(m, prompts, n, cfg_weight, seed):
 
 def decode_bytes(m, L: int, N: int) -> tuple[int, int]:
     """(W, kv_col): weight bytes one decode step reads, K+V bytes per cache position."""
-    hf, tc = m.hf, m.hf.config.text_config
+    hf, tc = m.module, m.module.config.text_config
     mods = [hf.model.language_model.layers, hf.model.language_model.norm]
     mods += [hf.model.generation_head, hf.model.generation_aligner]
     W = sum(p.numel() * p.element_size() for mod in mods for p in mod.parameters())
@@ -88,9 +88,11 @@ def run_batch(m, args, batch: int, bw: float) -> dict:
     K = m.num_image_tokens
     impls = {
         "hf": lambda: hf_generate(m, prompts, n, w, args.seed),
-        "reference": lambda: image_tokens.sample(m.hf, m.tokenizer, prompts, n, w, T, args.seed),
+        "reference": lambda: image_tokens.sample(
+            m.module, m.tokenizer, prompts, n, w, T, args.seed
+        ),
         "static": lambda: static_sampler.sample(
-            m.hf, m.tokenizer, prompts, n, w, T, args.seed, kv_bucket=args.kv_bucket
+            m.module, m.tokenizer, prompts, n, w, T, args.seed, kv_bucket=args.kv_bucket
         ),
     }
     secs, outs, first = {}, {}, {}
@@ -171,7 +173,7 @@ def main(argv=None):
     rows = []
     for batch in [int(b) for b in args.batch.split(",")]:
         rows.append(run_batch(m, args, batch, bw))
-        static_sampler.release(m.hf)  # free this batch's KV cache
+        static_sampler.release(m.module)  # free this batch's KV cache
         print(summary(rows[-1]), flush=True)
     if args.out:
         with open(args.out, "a") as f:

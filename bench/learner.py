@@ -40,8 +40,8 @@ QUESTION = "what is in the picture?"
 
 
 def make_batch(m, args, rng):
-    K, V = m.num_image_tokens, m.hf.config.vq_config.num_embeddings
-    side = m.hf.config.vision_config.image_size
+    K, V = m.num_image_tokens, m.module.config.vq_config.num_embeddings
+    side = m.module.config.vision_config.image_size
     Bg, Bu = args.gen_batch, args.und_batch
     return dict(
         prompts=[CAPTIONS[i % len(CAPTIONS)] for i in range(Bg)],
@@ -68,15 +68,17 @@ def step(m, opt, b, cfg_weight: float, chunk: int) -> float:
     loss.backward()
     if opt is not None:
         opt.step()
-    m.hf.zero_grad(set_to_none=True)
+    m.module.zero_grad(set_to_none=True)
     return loss.detach()
 
 
 def run_one(args, gc: bool, chunk: int) -> dict:
     m = build(args.size, args.device, args.dtype, args.layers, args.image_tokens, args.seed)
-    m.hf.train()
+    m.module.train()
     if gc:
-        m.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        m.module.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
     params = list(m.trainable_parameters().values())
     opt = None
     if not args.no_optimizer:

@@ -73,9 +73,9 @@ def text_gaps(m, n_rows, n, seed, max_new_tokens) -> dict:
 def logprob_memory(m, prompts, n, cfg, seed, chunk) -> dict:
     """Peak CUDA memory of image_logprobs forward + backward above the model's own."""
     s = m.sample_image_tokens(prompts, n, cfg, 1.0, seed)
-    m.hf.train()
+    m.module.train()
     for _ in range(2):  # the first pass allocates the gradients: measure the second
-        m.hf.zero_grad(set_to_none=False)
+        m.module.zero_grad(set_to_none=False)
         torch.cuda.empty_cache()
         sync(m.device)
         base = torch.cuda.memory_allocated()
@@ -85,8 +85,8 @@ def logprob_memory(m, prompts, n, cfg, seed, chunk) -> dict:
         sync(m.device)
         sec = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() - base
-    m.hf.zero_grad(set_to_none=True)
-    m.hf.eval()
+    m.module.zero_grad(set_to_none=True)
+    m.module.eval()
     return {"rows": s.tokens.shape[0], "chunk": chunk, "peak_GiB": peak / 2**30, "sec": sec}
 
 

@@ -419,7 +419,7 @@ def _write_tokenizer(tok, path: Path, pad_in_tokenizer: bool) -> None:
 def _write_processor(m, path: Path, processor_extra: dict | None) -> None:
     """DeepSeek's VLMImageProcessor and VLChatProcessor configs for the model's processor."""
     ip = m.processor.image_processor
-    v = m.hf.config.vision_config
+    v = m.module.config.vision_config
     (path / "preprocessor_config.json").write_text(
         json.dumps(
             {
@@ -473,12 +473,12 @@ def write_original(
         raise ValueError(f"fmt={fmt!r} is not 'safetensors' or 'bin'")
     path = Path(path)
     path.mkdir(parents=True)
-    dname = str(dtype or m.hf.dtype).removeprefix("torch.")
-    cfg = original_config(m.hf.config, dname)
+    dname = str(dtype or m.module.dtype).removeprefix("torch.")
+    cfg = original_config(m.module.config, dname)
     if config_edit:
         config_edit(cfg)
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
-    sd = original_state_dict(m.hf, dtype)
+    sd = original_state_dict(m.module, dtype)
     _write_weights(sd, path, fmt, max(1, min(shards, len(sd))))
     del sd
     _write_tokenizer(m.tokenizer, path, pad_in_tokenizer)

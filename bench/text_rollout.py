@@ -92,14 +92,14 @@ def main() -> None:
 
     from actors.backends.vllm_backend import (
         VLLMTextBackend,
-        janus_processor_without_torchvision,
         prompt_embeds,
     )
     from actors.config import RolloutConfig
     from actors.text_rollout import HFTextBackend
+    from models.compat import processor_without_torchvision
     from models.config import ModelConfig
 
-    janus_processor_without_torchvision()  # the HF backend builds the processor here too
+    processor_without_torchvision()  # the HF backend builds the processor here too
     model_cfg = ModelConfig(max_new_tokens=args.max_new_tokens)
     reqs, warm = requests(args.batch, args.n, 1), requests(2, args.n, 2)
     rows = []

@@ -9,16 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-COMPONENTS = (
-    ("vision tower (SigLIP)", "model.vision_model."),
-    ("understanding aligner", "model.aligner."),
-    ("VQ model", "model.vqmodel."),
-    ("generation embeddings", "model.generation_embeddings."),
-    ("generation aligner", "model.generation_aligner."),
-    ("generation head", "model.generation_head."),
-    ("language model", "model.language_model."),
-    ("LM head", "lm_head."),
-)
+from models.registry import FAMILIES, family
+
+
+def _load_model(args, dtype: str = "float32", device: str = "cpu"):
+    """``--model`` of family ``--arch``, checked first (the error names ``--model``)."""
+    fam = family(args.arch)
+    fam.check_checkpoint(args.model, "--model")
+    return fam.load(args.model, dtype, device)
 
 
 def _model_tiny(args) -> None:
@@ -26,22 +24,17 @@ def _model_tiny(args) -> None:
 
     m = tiny_unified_model(seed=args.seed)
     m.save(args.out)
-    n = sum(p.numel() for p in m.hf.parameters())
+    n = sum(p.numel() for p in m.module.parameters())
     print(f"wrote a tiny random Janus ({n / 1e6:.2f} M parameters, seed {args.seed}) to {args.out}")
 
 
 def _model_info(args) -> None:
-    from models import load_unified_model
-    from models.unified import check_checkpoint_dir
-
-    check_checkpoint_dir(args.model, key="--model")
-    m = load_unified_model(args.model)
+    m = _load_model(args)
     trainable = m.trainable_parameters()
     rows, total, total_train = [], 0, 0
-    for label, prefix in COMPONENTS:
-        params = [(n, p) for n, p in m.hf.named_parameters() if n.startswith(prefix)]
-        count = sum(p.numel() for _, p in params)
-        train = sum(p.numel() for n, p in params if n in trainable)
+    for label, params in m.components():
+        count = sum(p.numel() for p in params.values())
+        train = sum(p.numel() for n, p in params.items() if n in trainable)
         total, total_train = total + count, total_train + train
         rows.append(
             (
@@ -64,11 +57,7 @@ def _model_info(args) -> None:
 def _model_sample(args) -> None:
     from PIL import Image
 
-    from models import load_unified_model
-    from models.unified import check_checkpoint_dir
-
-    check_checkpoint_dir(args.model, key="--model")
-    m = load_unified_model(args.model, dtype=args.dtype, device=args.device)
+    m = _load_model(args, args.dtype, args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -158,11 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_model_tiny)
     p = model.add_parser("info", help="parameter counts per component, and which train")
     p.add_argument("--model", required=True, help="local checkpoint directory")
+    p.add_argument("--arch", default="janus", choices=list(FAMILIES), help="model family")
     p.set_defaults(func=_model_info)
     p = model.add_parser(
         "sample", help="generate an image from a prompt, then answer a question on it"
     )
     p.add_argument("--model", required=True, help="local checkpoint directory")
+    p.add_argument("--arch", default="janus", choices=list(FAMILIES), help="model family")
     p.add_argument("--prompt", required=True, help="text prompt for the image")
     p.add_argument("--question", required=True, help="question about the generated image")
     p.add_argument("--out", required=True, help="directory for image.png and answer.json")

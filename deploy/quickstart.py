@@ -185,10 +185,8 @@ def build_base_model(cfg: RunConfig, path: Path) -> Path:
     """The tiny Janus of the configured shape with the palette VQ tokenizer and the palette
     vision tower (closed-form stand-ins for the pretrained ones a real Janus has; see
     ``models/palette_vq.py`` and ``models/palette_vision.py``), saved as a checkpoint."""
-    from models.palette_vision import set_palette_vision
-    from models.palette_vq import set_palette_vq
+    from models import tiny_unified_model
     from models.tiny import TinyShape
-    from models.unified import tiny_unified_model
 
     q = cfg.quickstart
     shape = TinyShape(
@@ -197,9 +195,7 @@ def build_base_model(cfg: RunConfig, path: Path) -> Path:
         heads=q.tiny_hidden // 64,
         intermediate=2 * q.tiny_hidden,
     )
-    m = tiny_unified_model(cfg.model.seed, shape)
-    set_palette_vq(m.hf.model.vqmodel)
-    set_palette_vision(m.hf.model.vision_model)
+    m = tiny_unified_model(cfg.model.seed, shape, palette=True)
     m.save(path)
     return path
 
@@ -354,7 +350,7 @@ def warm_start(cfg: RunConfig, times: dict) -> WarmStart:
 
 def evaluate_dir(cfg: RunConfig, ws: WarmStart, path) -> dict:
     """``evaluate`` on the model directory ``path`` with the run's held-out settings."""
-    from models.unified import load_unified_model
+    from models import load_unified_model
 
     return evaluate(load_unified_model(path), ws.und, ws.prompts, cfg, cfg.run.seed + 1)
 

@@ -75,7 +75,7 @@ def sft_step(
 
     model, engine = learner.model, learner.engine
     task_ids, metrics = [], {}
-    model.hf.train()
+    model.train()
     values, masks = [], []
     if len(und_idx):
         u = [data.und[i] for i in und_idx]
@@ -102,7 +102,7 @@ def sft_step(
             metrics[f"sft/nll_{name}"] = float(-(lp_all[sel].detach() * tok).sum() / tok.sum())
     engine.backward(loss)
     engine.step()
-    model.hf.eval()
+    model.eval()
     gn = engine.get_global_grad_norm()
     metrics.update({"sft/loss": float(loss.detach()), "sft/tokens": m["tokens"]})
     metrics["sft/grad_norm"] = float("nan") if gn is None else float(gn)

@@ -33,8 +33,8 @@ from deploy.dataflow import (
 from deploy.metrics import MetricsWriter, plot_curves
 from deploy.resources import ensure_cluster
 from models.config import ConfigError
+from models.registry import family
 from models.tasks import Task
-from models.unified import check_checkpoint_dir
 
 log = logging.getLogger("pairuni.train")
 
@@ -113,7 +113,7 @@ def preflight(cfg: RunConfig, resume: str | None = None) -> None:
         problems.append(f"train.manifest={manifest!r}: no such file")
     if cfg.model.path:
         try:
-            check_checkpoint_dir(cfg.model.path)
+            family(cfg.model.arch).check_checkpoint(cfg.model.path, "model.path")
         except (OSError, ValueError) as e:
             problems.append(str(e))
     terms = {**cfg.train.und_rewards, **cfg.train.gen_rewards}

@@ -55,7 +55,7 @@ def check_batch(batch: TrainBatch, simpo: bool, allow_empty: bool = False) -> No
 
 def rollout_cost(rollout, image_streams: int) -> int:
     """Tokens a rollout costs in a micro-batch: its completion tokens, times the number of
-    model streams that score them (2 for CFG-combined image tokens, else 1)."""
+    model streams that score them (``UnifiedPolicy.image_streams``: 2 for Janus's CFG mix)."""
     return len(rollout.token_ids) * (image_streams if rollout.task == Task.GEN else 1)
 
 

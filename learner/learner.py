@@ -48,9 +48,10 @@ from learner.metrics import Stats, epoch_metrics, reduce_metrics
 from learner.objectives import objective_for
 from learner.types import TrainBatch
 from models.config import ModelConfig
+from models.interface import UnifiedPolicy
+from models.registry import build_policy
 from models.tasks import TASKS, Task
 from models.text_tokens import Padded
-from models.unified import DTYPES, UnifiedModel, load_unified_model, tiny_unified_model
 
 # --- optimisers (one registry) -----------------------------------------------------------------
 
@@ -94,7 +95,7 @@ def _pad(rows: list[np.ndarray], device) -> torch.Tensor:
     return out.to(device)
 
 
-def score(model: UnifiedModel, rollouts: list, task: str, model_cfg: ModelConfig) -> Padded:
+def score(model: UnifiedPolicy, rollouts: list, task: str, model_cfg: ModelConfig) -> Padded:
     """Teacher-forced log-probs of one task's rollouts under ``model``: ``values [N, T]``,
     ``mask [N, T]``; differentiable. The same policies the samplers use:
     softmax(lm_head / T) for text, softmax((l_u + w (l_c - l_u)) / T) for image tokens
@@ -170,18 +171,6 @@ def init_distributed(
     )
 
 
-def build_model(model_cfg: ModelConfig, device: torch.device) -> UnifiedModel:
-    """The policy in float32 (DeepSpeed casts it to bf16 on a GPU learner)."""
-    if model_cfg.path:
-        return load_unified_model(
-            model_cfg.path, "float32", device, train_vision_tower=model_cfg.train_vision_tower
-        )
-    m = tiny_unified_model(model_cfg.seed)
-    if model_cfg.train_vision_tower:
-        m = UnifiedModel(m.hf, m.processor, train_vision_tower=True)
-    return m.to(device=device)
-
-
 def _import_deepspeed(device: torch.device):
     if device.type == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # read once, at import
@@ -232,15 +221,14 @@ class Learner:
         )
         deepspeed.init_distributed(dist_backend=self.backend)
 
-        self.model = build_model(model_cfg, self.device)
+        # float32 master weights; DeepSpeed casts the module to bf16 on a GPU learner.
+        self.model = build_policy(model_cfg, dtype="float32", device=self.device)
         if cfg.gradient_checkpointing:
-            self.model.hf.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
-        self.ref_model: UnifiedModel | None = None
+            self.model.enable_gradient_checkpointing()
+        self.ref_model: UnifiedPolicy | None = None
         if cfg.kl_coef > 0 and cfg.use_ref_model:
-            self.ref_model = build_model(model_cfg, self.device)
-            self.ref_model.hf.requires_grad_(False).eval()
+            self.ref_model = build_policy(model_cfg, dtype="float32", device=self.device)
+            self.ref_model.freeze()
             if self.bf16:
                 self.ref_model.to(dtype=torch.bfloat16)
 
@@ -262,12 +250,12 @@ class Learner:
             "wall_clock_breakdown": False,
         }
         self.engine, *_ = deepspeed.initialize(
-            model=self.model.hf,
+            model=self.model.module,
             optimizer=optimizer,
             model_parameters=list(self._params.values()),
             config=ds_config,
         )
-        self.model.hf.eval()
+        self.model.eval()
         self._version = 0
 
     # ---- state ----------------------------------------------------------------------------
@@ -287,7 +275,9 @@ class Learner:
     def publish_weights(self) -> WeightsRef:
         """The trainable parameters as one flat buffer, cast to the rollout workers' dtype
         (``model.dtype``), put once into the object store when Ray is up."""
-        return flat_weights.publish(self._params, self._version, DTYPES[self.model_cfg.dtype])
+        return flat_weights.publish(
+            self._params, self._version, getattr(torch, self.model_cfg.dtype)
+        )
 
     # ---- the update -----------------------------------------------------------------------
     def update(self, batch: TrainBatch) -> dict[str, float]:
@@ -308,7 +298,7 @@ class Learner:
         units = self._plan(batch)
         n_micro = self._agree_on_max(max(1, len(units)))
         stats = Stats()
-        self.model.hf.train(self.cfg.gradient_checkpointing)  # checkpointing runs in train mode
+        self.model.train(self.cfg.gradient_checkpointing)  # checkpointing runs in train mode
         try:
             for i in range(n_micro):
                 self.engine.set_gradient_accumulation_boundary(i == n_micro - 1)
@@ -326,7 +316,7 @@ class Learner:
                 self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
                 self.engine.step()
         finally:
-            self.model.hf.eval()
+            self.model.eval()
         self._version += 1
         gn = self.engine.get_global_grad_norm()
         stats.set("grad_norm", float("nan") if gn is None else float(gn))
@@ -352,7 +342,7 @@ class Learner:
         params = list(self.model.shared_parameters().values())
         grads = {task: [torch.zeros_like(p) for p in params] for task in TASKS}
         scratch = Stats()  # the losses' own statistics are the update's business, not ours
-        self.model.hf.train(self.cfg.gradient_checkpointing)
+        self.model.train(self.cfg.gradient_checkpointing)
         try:
             for task, idx in self._plan(batch):
                 part = self.objective.loss(self, batch, task, idx, normaliser, scratch)
@@ -361,7 +351,7 @@ class Learner:
                     if g is not None:
                         acc += g
         finally:
-            self.model.hf.eval()
+            self.model.eval()
         if self.world_size > 1:
             import torch.distributed as dist
 
@@ -378,7 +368,7 @@ class Learner:
     def _plan(self, batch: TrainBatch) -> list[tuple[Task, list[int]]]:
         """Micro-batches as (task, item indices): the objective's items (rollouts, or SimPO
         pairs) of one task, packed by their rollouts' token cost."""
-        streams = 2 if self.model_cfg.image_logprob_mode == "combined" else 1
+        streams = self.model.image_streams(self.model_cfg.image_logprob_mode)
         costs = [rollout_cost(r, streams) for r in batch.rollouts]
         units = []
         for task in TASKS:
@@ -446,7 +436,7 @@ class Learner:
         if loaded is None:
             raise FileNotFoundError(f"DeepSpeed found no loadable checkpoint under {path}")
         self._version = int(client["version"])
-        self.model.hf.eval()
+        self.model.eval()
         return self._version
 
     def export(self, path: str) -> str:

@@ -1,7 +1,8 @@
-"""The unified-model adapter (Janus via transformers' native implementation).
+"""The model layer: the ``UnifiedPolicy`` interface (``models.interface``), the family
+registry and policy builder (``models.registry``), and the Janus family (``models.unified``).
 
-The names below load ``models.unified`` (and with it transformers, ~3 s) on first use, so
-that light modules (``models.config``, ``models.tasks``) import without it.
+The Janus names below load ``models.unified`` (and with it transformers, ~3 s) on first
+use, so that light modules (``models.config``, ``models.tasks``) import without it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
         ImageSamples,
         TextSamples,
         UnifiedModel,
+        check_checkpoint_dir,
         load_unified_model,
         tiny_unified_model,
     )
@@ -21,6 +23,7 @@ __all__ = [
     "ImageSamples",
     "TextSamples",
     "UnifiedModel",
+    "check_checkpoint_dir",
     "load_unified_model",
     "tiny_unified_model",
 ]

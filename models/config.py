@@ -54,6 +54,8 @@ IMAGE_IMPLEMENTATIONS = ("reference", "static")  # the keys of models.unified.IM
 class ModelConfig:
     """The unified model: where it loads from and how it samples."""
 
+    arch: str = "janus"
+    """Model family (``models.registry.FAMILIES``): janus."""
     path: str = ""
     """Local checkpoint directory (HF format, as published for Janus-Pro). Empty: a tiny random model."""
     dtype: str = "float32"
@@ -81,6 +83,15 @@ class ModelConfig:
     """Seed of the tiny random model when path is empty."""
 
     def validate(self) -> None:
+        from models.registry import FAMILIES
+
+        check(
+            self.arch in FAMILIES,
+            "model.arch",
+            self.arch,
+            f"must be a registered model family, one of {list(FAMILIES)}",
+            "use 'janus' (a new family registers itself in models/registry.py)",
+        )
         check(
             self.dtype in DTYPES,
             "model.dtype",

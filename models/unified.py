@@ -1,23 +1,27 @@
-"""The unified-model adapter: the one place that touches Janus internals.
+"""The Janus family: the one place that touches Janus internals.
 
-``UnifiedModel`` wraps transformers' native ``JanusForConditionalGeneration`` with its
-processor and exposes what the rest of pairuni needs: sampling text and image tokens with
-their log-probs, teacher-forced log-probs (differentiable), VQ decode/encode, the DSR dual
-likelihoods (DSR eq. 3) and the trainable-parameter split. Outputs with n samples per
-prompt are grouped by prompt: the n samples of prompt 0 first, then those of prompt 1.
+``UnifiedModel`` implements ``models.interface.UnifiedPolicy`` (and ``DecoderBackbone``)
+and is registered as ``model.arch: janus`` (``JANUS``, ``models.registry``). It wraps
+transformers' native ``JanusForConditionalGeneration`` with its processor and exposes what
+the rest of pairuni needs: sampling text and image tokens with their log-probs,
+teacher-forced log-probs (differentiable), VQ decode/encode, the DSR dual likelihoods
+(DSR eq. 3) and the trainable-parameter split. Outputs with n samples per prompt are
+grouped by prompt: the n samples of prompt 0 first, then those of prompt 1.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from models import image_tokens, static_sampler, text_tokens, vq
+from models.checks import as_rgb_list, check_cfg, check_n, check_temperature, check_text
+from models.interface import ImageSamples, TextSamples
 from models.prompts import DESCRIBE_QUESTION
+from models.registry import Family
 from models.text_tokens import Padded
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -25,86 +29,22 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 VISION_TOWER, VQ_MODEL = "model.vision_model.", "model.vqmodel."
 # The parameters both tasks run through: the language model, its token embeddings included.
 LANGUAGE_MODEL = "model.language_model."
+LM_HEAD = "lm_head."
+# The token embedding: the vLLM text backend embeds prompts and fed-back tokens with it.
+EMBED = LANGUAGE_MODEL + "embed_tokens.weight"
+# ``pairuni model info``'s components: label -> parameter-name prefix.
+COMPONENTS = (
+    ("vision tower (SigLIP)", VISION_TOWER),
+    ("understanding aligner", "model.aligner."),
+    ("VQ model", VQ_MODEL),
+    ("generation embeddings", "model.generation_embeddings."),
+    ("generation aligner", "model.generation_aligner."),
+    ("generation head", "model.generation_head."),
+    ("language model", LANGUAGE_MODEL),
+    ("LM head", LM_HEAD),
+)
 # Image-token samplers by name: same arguments, same draws for the same seed.
 IMAGE_SAMPLERS = {"reference": image_tokens.sample, "static": static_sampler.sample}
-
-
-@dataclass
-class ImageSamples:
-    """``tokens [N, K]`` and their log-probs under the CFG-combined policy, ``logprobs [N, K]``."""
-
-    tokens: torch.Tensor
-    logprobs: torch.Tensor
-
-
-@dataclass
-class TextSamples:
-    """Sampled answers: token ids (eos included when emitted), per-token log-probs, decoded texts."""
-
-    token_ids: list[list[int]]
-    logprobs: list[torch.Tensor]
-    texts: list[str]
-
-
-def _check_text(name: str, texts) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
-    if not texts:
-        raise ValueError(f"{name} is empty; pass at least one string")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str) or not t.strip():
-            raise ValueError(f"{name}[{i}]={t!r} is empty or not a string; pass a non-empty string")
-    return list(texts)
-
-
-def _check_n(n: int) -> None:
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r}: the number of samples per prompt must be an integer >= 1")
-
-
-def _check_cfg(cfg_weight: float) -> None:
-    if not cfg_weight > 1.0:
-        raise ValueError(
-            f"cfg_weight={cfg_weight!r}: classifier-free guidance weight must be > 1 "
-            "(Janus-Pro uses 5.0; w=1 would be the conditional policy: use mode='conditional')"
-        )
-
-
-def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature={temperature!r} must be > 0")
-
-
-def as_rgb_list(images, name: str = "images") -> list[np.ndarray]:
-    """Validate images (uint8 numpy [B,H,W,3] / [H,W,3] list, or PIL images) -> list of uint8 [H,W,3]."""
-    from PIL import Image
-
-    if isinstance(images, np.ndarray):
-        if images.ndim != 4:
-            raise ValueError(f"{name} has shape {images.shape}; expected uint8 [B, H, W, 3]")
-        images = list(images)
-    out = []
-    for i, img in enumerate(images):
-        if isinstance(img, Image.Image):
-            if img.mode != "RGB":
-                raise ValueError(
-                    f"{name}[{i}] is a PIL image in mode {img.mode!r}; expected 'RGB' "
-                    "(convert it with img.convert('RGB'))"
-                )
-            img = np.asarray(img)
-        img = np.asarray(img)
-        if img.ndim != 3 or img.shape[-1] != 3:
-            raise ValueError(
-                f"{name}[{i}] has shape {img.shape}; expected [H, W, 3] (RGB, "
-                f"channels last), got {img.shape[-1] if img.ndim == 3 else img.ndim} "
-                "channels/dims"
-            )
-        if img.dtype != np.uint8:
-            raise ValueError(f"{name}[{i}] has dtype {img.dtype}; expected uint8 in [0, 255]")
-        out.append(img)
-    if not out:
-        raise ValueError(f"{name} is empty; pass at least one image")
-    return out
 
 
 class UnifiedModel:
@@ -163,6 +103,42 @@ class UnifiedModel:
             n: p for n, p in self.trainable_parameters().items() if n.startswith(LANGUAGE_MODEL)
         }
 
+    def components(self) -> list[tuple[str, dict[str, torch.nn.Parameter]]]:
+        """Every parameter once, by Janus component (``COMPONENTS``), in that order."""
+        named = dict(self.hf.named_parameters())
+        out = [
+            (label, {n: p for n, p in named.items() if n.startswith(prefix)})
+            for label, prefix in COMPONENTS
+        ]
+        seen = {n for _, group in out for n in group}
+        rest = {n: p for n, p in named.items() if n not in seen}
+        return out + ([("other", rest)] if rest else [])
+
+    # ---- modes --------------------------------------------------------------------------
+    @property
+    def module(self) -> torch.nn.Module:
+        """The ``JanusForConditionalGeneration`` owning every parameter."""
+        return self.hf
+
+    def train(self, mode: bool = True) -> UnifiedModel:
+        self.hf.train(mode)
+        return self
+
+    def eval(self) -> UnifiedModel:
+        self.hf.eval()
+        return self
+
+    def freeze(self) -> UnifiedModel:
+        """No gradients anywhere, eval mode: a frozen reference copy."""
+        self.hf.requires_grad_(False).eval()
+        return self
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each decoder layer in the backward pass (active in train mode only)."""
+        self.hf.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+
     def to(self, device=None, dtype=None) -> UnifiedModel:
         self.hf.to(device=device, dtype=dtype)
         return self
@@ -187,10 +163,10 @@ class UnifiedModel:
         one the learner scores (``image_logprobs(mode=...)``): ``combined`` (the CFG mix they
         were drawn from) or ``conditional`` (softmax(l_c / T), T2I-R1's policy).
         """
-        prompts = _check_text("prompts", prompts)
-        _check_n(n)
-        _check_cfg(cfg_weight)
-        _check_temperature(temperature)
+        prompts = check_text("prompts", prompts)
+        check_n(n)
+        check_cfg(cfg_weight)
+        check_temperature(temperature)
         if implementation not in IMAGE_SAMPLERS:
             raise ValueError(
                 f"implementation={implementation!r} is not one of {tuple(IMAGE_SAMPLERS)}"
@@ -219,10 +195,10 @@ class UnifiedModel:
         ``chunk`` bounds memory: image positions per head -> log-softmax pass, recomputed in
         the backward pass (0: one pass over all K, ~1.2 GB of fp32 logits per 16 rows).
         """
-        prompts = _check_text("prompts", prompts)
+        prompts = check_text("prompts", prompts)
         if mode == "combined":
-            _check_cfg(cfg_weight)
-        _check_temperature(temperature)
+            check_cfg(cfg_weight)
+        check_temperature(temperature)
         tokens = torch.as_tensor(tokens, dtype=torch.long)
         if tokens.ndim != 2 or tokens.shape[1] != self.num_image_tokens:
             raise ValueError(
@@ -236,6 +212,11 @@ class UnifiedModel:
         return image_tokens.logprobs(
             self.hf, self.tokenizer, prompts, tokens, cfg_weight, temperature, mode, chunk
         )
+
+    def image_streams(self, mode: str) -> int:
+        """Sequences one image row costs when scored in ``mode``: the conditional and the
+        unconditional stream for the CFG mix, the conditional one alone otherwise."""
+        return 2 if mode == "combined" else 1
 
     @torch.no_grad()
     def decode_images(self, tokens: torch.Tensor) -> np.ndarray:
@@ -269,13 +250,22 @@ class UnifiedModel:
 
     # ---- understanding ------------------------------------------------------------------
     def _understanding_inputs(self, images, questions):
-        questions = _check_text("questions", questions)
+        questions = check_text("questions", questions)
         images = as_rgb_list(images)
         if len(images) != len(questions):
             raise ValueError(
                 f"{len(images)} images for {len(questions)} questions; pass one image per question"
             )
         return images, questions
+
+    def prompt_length(self, image, question: str) -> int:
+        """Tokens of the understanding prompt for ``question`` about ``image`` as the model
+        reads it (the image's placeholder tokens included)."""
+        from models.prompts import understanding_prompt
+
+        proc = self.processor
+        enc = proc(text=[understanding_prompt(question, proc.image_token)], images=[image])
+        return len(enc["input_ids"][0])
 
     def sample_text(
         self,
@@ -289,8 +279,8 @@ class UnifiedModel:
     ) -> TextSamples:
         """Sample n answers per (image, question), with per-token log-probs."""
         images, questions = self._understanding_inputs(images, questions)
-        _check_n(n)
-        _check_temperature(temperature)
+        check_n(n)
+        check_temperature(temperature)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be >= 1")
         ids, lps = text_tokens.sample(
@@ -304,7 +294,7 @@ class UnifiedModel:
     ) -> Padded:
         """Teacher-forced log-probs of answers, padded ``[N, T]`` + mask; differentiable."""
         images, questions = self._understanding_inputs(images, questions)
-        _check_temperature(temperature)
+        check_temperature(temperature)
         if not token_ids or any(len(t) == 0 for t in token_ids):
             raise ValueError("token_ids must hold at least one non-empty answer per row")
         if len(token_ids) % len(questions):
@@ -322,7 +312,7 @@ class UnifiedModel:
 
         The text plays the generation prompt; the policy is the conditional one (no CFG).
         """
-        texts = _check_text("texts", texts)
+        texts = check_text("texts", texts)
         codes = self.encode_images(images)
         lp = self.image_logprobs(texts, codes, mode="conditional")  # [N, K]
         return lp.mean(-1).tolist()
@@ -333,10 +323,40 @@ class UnifiedModel:
 
         The prompt is scored as the answer to ``DESCRIBE_QUESTION`` about the image.
         """
-        prompts = _check_text("prompts", prompts)
+        prompts = check_text("prompts", prompts)
         ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         lp = self.text_logprobs(images, [DESCRIBE_QUESTION] * len(prompts), ids)
         return ((lp.values * lp.mask).sum(-1) / lp.mask.sum(-1)).tolist()
+
+    # ---- the language model as a plain decoder (``models.interface.DecoderBackbone``) -----
+    def backbone_config(self, dtype: str) -> dict:
+        """``config.json`` of the language model as a ``LlamaForCausalLM`` checkpoint."""
+        return llama_config(self.hf.config.text_config, dtype)
+
+    def backbone_name(self, name: str) -> str | None:
+        return to_llama_name(name)
+
+    def input_embeddings(self) -> tuple[str, torch.Tensor]:
+        """The token-embedding table's parameter name and weight."""
+        return EMBED, self.hf.get_input_embeddings().weight
+
+    @torch.no_grad()
+    def prompt_embeds(self, images, questions: list[str]) -> list[torch.Tensor]:
+        """One ``[L_i, D]`` input embedding per understanding prompt, without padding: the
+        embeddings ``text_logprobs`` teacher-forces the answer after (SigLIP features
+        scattered into the image placeholders); the processor's left padding is dropped."""
+        images, questions = self._understanding_inputs(images, questions)
+        emb, mask = text_tokens.prompt_embeddings(
+            self.hf, self.processor, images, questions, 1
+        )  # [B, L, D], [B, L]
+        return [e[m.bool()].contiguous() for e, m in zip(emb, mask)]
+
+    def release_backbone(self) -> None:
+        """Free this copy's decoder layers, final norm and text head (another engine holds
+        them); embeddings, towers and aligners stay, and so does every trainable name."""
+        self.hf.model.language_model.layers = torch.nn.ModuleList()
+        self.hf.model.language_model.norm = torch.nn.Identity()
+        self.hf.lm_head = torch.nn.Identity()
 
     # ---- checkpoints --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -347,12 +367,46 @@ class UnifiedModel:
         self.processor.save_pretrained(path)
 
 
-def tiny_unified_model(seed: int = 0, shape=None) -> UnifiedModel:
-    """A tiny random Janus (+ offline-built tokenizer and processor); fp32, CPU."""
+def to_llama_name(name: str) -> str | None:
+    """HF Janus parameter name -> its name in a plain Llama checkpoint; None if not the LM.
+
+    ``model.language_model.layers.0.self_attn.q_proj.weight -> model.layers.0.self_attn.
+    q_proj.weight``; ``lm_head.weight`` stays. The vision tower, aligners and the image-
+    generation heads are not part of the language model.
+    """
+    if name.startswith(LANGUAGE_MODEL):
+        return "model." + name[len(LANGUAGE_MODEL) :]
+    if name.startswith(LM_HEAD):
+        return name
+    return None
+
+
+def llama_config(text_config, dtype: str) -> dict:
+    """``config.json`` of Janus's language model as a ``LlamaForCausalLM`` checkpoint."""
+    cfg = text_config.to_dict()
+    cfg.update(architectures=["LlamaForCausalLM"], model_type="llama", dtype=dtype)
+    cfg.pop("_name_or_path", None)
+    return cfg
+
+
+def tiny_unified_model(
+    seed: int = 0, shape=None, *, train_vision_tower: bool = False, palette: bool = False
+) -> UnifiedModel:
+    """A tiny random Janus (+ offline-built tokenizer and processor); fp32, CPU.
+
+    ``palette``: with the closed-form palette VQ tokenizer and vision tower the quickstart's
+    toy world uses (``models/palette_vq.py``, ``models/palette_vision.py``) in place of
+    random ones."""
     from models.tiny import TinyShape, build_tiny_janus
 
     hf, processor = build_tiny_janus(seed, shape or TinyShape())
-    return UnifiedModel(hf, processor)
+    if palette:
+        from models.palette_vision import set_palette_vision
+        from models.palette_vq import set_palette_vq
+
+        set_palette_vq(hf.model.vqmodel)
+        set_palette_vision(hf.model.vision_model)
+    return UnifiedModel(hf, processor, train_vision_tower=train_vision_tower)
 
 
 def check_checkpoint_dir(path: str | os.PathLike, key: str = "model.path") -> None:
@@ -421,3 +475,9 @@ def load_unified_model(
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
     hf.to(device).eval()
     return UnifiedModel(hf, processor, train_vision_tower=train_vision_tower)
+
+
+JANUS = Family(
+    "janus", load=load_unified_model, tiny=tiny_unified_model, check_checkpoint=check_checkpoint_dir
+)
+"""Janus / Janus-Pro in transformers' format (``model.arch: janus``)."""

@@ -146,11 +146,7 @@ class HfChatBackend:
 
     def prompt_tokens(self, image: np.ndarray, prompt: str) -> int:
         """Length of the understanding prompt as the model sees it (image tokens included)."""
-        from models.prompts import understanding_prompt
-
-        proc = self.model.processor
-        enc = proc(text=[understanding_prompt(prompt, proc.image_token)], images=[image])
-        return len(enc["input_ids"][0])
+        return self.model.prompt_length(image, prompt)
 
     def generate(
         self, image, prompt, n, temperature, max_tokens, seed
@@ -272,7 +268,7 @@ def run_augment_server(cfg: AugmentServerConfig):
     """Start Serve on ``cfg.host:cfg.port`` and run the endpoint at ``/``; returns its handle.
     Ray must be initialised."""
     cfg.validate()
-    from models.unified import check_checkpoint_dir
+    from models import check_checkpoint_dir
 
     check_checkpoint_dir(cfg.model_path, key="--model")
     serve.start(http_options={"host": cfg.host, "port": cfg.port})

@@ -35,10 +35,10 @@ def apply_named_weights(model, named: dict) -> int:
     ``actors.weights.unflatten_views`` gives of a published buffer) into ``model``'s
     parameters; returns the count.
 
-    Every name must be a parameter of ``model.hf`` with the same shape; nothing is copied if
+    Every name must be a parameter of ``model.module`` with the same shape; nothing is copied if
     one is not (the model stays at its old version).
     """
-    params = dict(model.hf.named_parameters())
+    params = dict(model.module.named_parameters())
     unknown = sorted(set(named) - set(params))
     if unknown:
         raise KeyError(

@@ -50,6 +50,7 @@ import torch
 from actors.config import RolloutConfig
 from actors.types import Rollout, RolloutRequest
 from actors.weights import UNSYNCED, ManifestError, load_into, unflatten_views
+from models.compat import processor_without_torchvision
 from models.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,6 @@ WEIGHT_ENGINE = "pairuni_flat_buffer"
 
 MAX_BATCHED_TOKENS = 8192
 """Token budget of one engine step (at least the model's context length)."""
-
-LM_PREFIX, LM_HEAD = "model.language_model.", "lm_head."
-"""HF Janus names of the language model and its output head."""
-
-EMBED = "model.language_model.embed_tokens.weight"
-"""The token embedding: vLLM embeds fed-back tokens with it, the worker embeds prompts."""
 
 
 def check_vllm_version(vllm_module=None) -> str:
@@ -102,28 +97,6 @@ def check_vllm_version(vllm_module=None) -> str:
     return vllm_module.__version__
 
 
-def to_llama_name(name: str) -> str | None:
-    """HF Janus parameter name -> its name in a plain Llama checkpoint; None if not the LM.
-
-    ``model.language_model.layers.0.self_attn.q_proj.weight -> model.layers.0.self_attn.
-    q_proj.weight``; ``lm_head.weight`` stays. The vision tower, aligners and the image-
-    generation heads are not part of the language model.
-    """
-    if name.startswith(LM_PREFIX):
-        return "model." + name[len(LM_PREFIX) :]
-    if name.startswith(LM_HEAD):
-        return name
-    return None
-
-
-def llama_config(text_config, dtype: str) -> dict:
-    """``config.json`` of Janus's language model as a ``LlamaForCausalLM`` checkpoint."""
-    cfg = text_config.to_dict()
-    cfg.update(architectures=["LlamaForCausalLM"], model_type="llama", dtype=dtype)
-    cfg.pop("_name_or_path", None)
-    return cfg
-
-
 def vllm_seed(seed: int) -> int:
     """A request's seed for vLLM, which seeds its k-th sample with ``seed + k``.
 
@@ -135,25 +108,15 @@ def vllm_seed(seed: int) -> int:
 
 
 def prompt_embeds(policy, requests: list[RolloutRequest]) -> list[torch.Tensor]:
-    """One ``[L_i, D]`` embedding per request: its understanding prompt without padding.
-
-    The same embeddings the learner teacher-forces (``models.text_tokens.prompt_embeddings``);
-    the processor pads on the left, and the mask drops those positions.
-    """
-    from models.text_tokens import prompt_embeddings
-
-    images = [r.image for r in requests]
+    """One ``[L_i, D]`` embedding per request: its understanding prompt without padding
+    (``policy.prompt_embeds``, the embeddings the learner teacher-forces after)."""
     for r in requests:
         if r.image is None:
             raise ValueError(
                 f"request {r.request_id} (pair {r.pair_id}): an understanding request needs "
                 "an image (uint8 [H, W, 3])"
             )
-    with torch.no_grad():
-        emb, mask = prompt_embeddings(
-            policy.hf, policy.processor, images, [r.prompt for r in requests], 1
-        )  # [B, L, D], [B, L]
-    return [e[m.bool()].contiguous() for e, m in zip(emb, mask)]  # each [L_i, D]
+    return policy.prompt_embeds([r.image for r in requests], [r.prompt for r in requests])
 
 
 # ---- the weight-transfer engine vLLM's worker calls -------------------------------------
@@ -220,31 +183,6 @@ def _weight_engine_cls():
 _ENGINE_CLS = None
 
 
-def janus_processor_without_torchvision() -> None:
-    """Let ``models.tiny`` build its processor where torchvision cannot be imported.
-
-    The vLLM environment has no torchvision (its PyPI wheels are CUDA builds that fail
-    beside the CPU torch). transformers ships the same Janus
-    image processor on a PIL backend; point the torchvision module's name at it. Only in
-    this process, and only when torchvision is missing.
-    """
-    try:
-        import torchvision  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    import types
-
-    from transformers.models.janus import image_processing_pil_janus as pil
-
-    name = "transformers.models.janus.image_processing_janus"
-    if name not in sys.modules:
-        shim = types.ModuleType(name)
-        shim.JanusImageProcessor = pil.JanusImageProcessorPil
-        sys.modules[name] = shim
-
-
 class VLLMTextBackend:
     """Understanding rollouts sampled by a vLLM engine from worker-computed prompt embeddings."""
 
@@ -252,20 +190,26 @@ class VLLMTextBackend:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in this process
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.text_vllm_kv_cache_gib))
         self.vllm_version = check_vllm_version()
-        janus_processor_without_torchvision()
+        processor_without_torchvision()
         from vllm import LLM
         from vllm.config import WeightTransferConfig
 
-        from actors.worker import build_policy
+        from models.interface import DecoderBackbone
+        from models.registry import build_policy
 
         self.cfg, self.model_cfg = cfg, model_cfg
         self.version = UNSYNCED
         policy = build_policy(model_cfg)
+        if not isinstance(policy, DecoderBackbone):
+            raise ValueError(
+                f"rollout.text_backend='vllm' serves a plain decoder; model.arch="
+                f"{model_cfg.arch!r} does not expose one (use rollout.text_backend=hf)"
+            )
         self.policy, self.tokenizer = policy, policy.tokenizer
         self.eos = self.tokenizer.eos_token_id
         _weight_engine_cls()
         self._dir = tempfile.TemporaryDirectory(prefix="pairuni_vllm_")
-        cfg_json = llama_config(policy.hf.config.text_config, model_cfg.dtype)
+        cfg_json = policy.backbone_config(model_cfg.dtype)
         max_len = cfg_json["max_position_embeddings"]
         Path(self._dir.name, "config.json").write_text(json.dumps(cfg_json, indent=1))
         self.llm = LLM(
@@ -284,20 +228,12 @@ class VLLMTextBackend:
             max_num_batched_tokens=max(MAX_BATCHED_TOKENS, max_len),
         )
         # The engine's dummy weights are replaced by the policy's own before anything samples.
-        trainable = policy.trainable_parameters()
-        self._push({to_llama_name(n): p.detach() for n, p in trainable.items() if to_llama_name(n)})
-        self._drop_language_model()
-        self.frontend = {
-            n: p for n, p in policy.trainable_parameters().items() if to_llama_name(n) is None
-        }
-        self.frontend[EMBED] = policy.hf.get_input_embeddings().weight
-
-    def _drop_language_model(self) -> None:
-        """Free the worker's copy of the LM layers and head: vLLM holds them now."""
-        hf = self.policy.hf
-        hf.model.language_model.layers = torch.nn.ModuleList()
-        hf.model.language_model.norm = torch.nn.Identity()
-        hf.lm_head = torch.nn.Identity()
+        trainable, rename = policy.trainable_parameters(), policy.backbone_name
+        self._push({rename(n): p.detach() for n, p in trainable.items() if rename(n)})
+        policy.release_backbone()  # vLLM holds the decoder now
+        self.frontend = {n: p for n, p in trainable.items() if rename(n) is None}
+        embed_name, embed = policy.input_embeddings()
+        self.frontend[embed_name] = embed
 
     def _push(self, named: dict[str, torch.Tensor]) -> None:
         """Load Llama-named tensors into the engine through vLLM's weight-update RPCs."""
@@ -349,11 +285,13 @@ class VLLMTextBackend:
         front = tuple(e for e in manifest if e[0] in self.frontend)
         load_into(self.frontend, buffer, front)
         views = unflatten_views(buffer, manifest)
-        named = {to_llama_name(n): t for n, t in views.items() if to_llama_name(n)}
+        rename = self.policy.backbone_name
+        named = {rename(n): t for n, t in views.items() if rename(n)}
         if not named:
             raise ManifestError(
-                "the published weights hold no language-model tensors "
-                f"({LM_PREFIX}*, {LM_HEAD}*); the vLLM backend needs them"
+                "the published weights hold no language-model tensors (none of "
+                f"{len(views)} names, e.g. {list(views)[:3]}, is part of the decoder); the "
+                "vLLM backend needs them"
             )
         self._push(named)
         self.llm.llm_engine.set_weight_version(str(version))

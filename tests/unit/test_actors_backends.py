@@ -12,15 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from actors.backends.vllm_backend import (
-    check_vllm_version,
-    llama_config,
-    to_llama_name,
-    vllm_seed,
-)
+from actors.backends.vllm_backend import check_vllm_version, vllm_seed
 from actors.config import RolloutConfig
 from actors.text_rollout import TEXT_BACKENDS, make_text_backend
 from models.config import ModelConfig
+from models.unified import llama_config, to_llama_name
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,53 @@ def test_the_layering_check_sees_lazy_imports(tmp_path):
     assert _imports(f) == [(2, "deploy"), (3, "rewards")]
 
 
+def _family_reach_ins(path: Path) -> list[str]:
+    """Where ``path`` reaches past the model interface: a ``.hf`` / ``.processor`` attribute,
+    a name that starts with ``Janus``, or an import of ``models.unified`` (the Janus family's
+    module; its published loaders come through ``models`` or ``models.registry``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("hf", "processor"):
+            out.append(f"{node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.Name) and node.id.startswith("Janus"):
+            out.append(f"{node.lineno}: {node.id}")
+        elif isinstance(node, ast.alias) and node.name.startswith("Janus"):
+            out.append(f"{node.lineno}: imports {node.name}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "models.unified":
+            out.append(f"{node.lineno}: imports from models.unified")
+    return out
+
+
+def test_nothing_outside_models_reaches_into_a_model_family():
+    # The learner, the workers, the reward endpoints and the driver hold a policy only
+    # through models.interface.UnifiedPolicy, so a second family (model.arch) changes none
+    # of them. (bench/ measures Janus itself and may look inside.)
+    bad = []
+    for pkg in LAYERS[1:]:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            bad += [f"{path.relative_to(ROOT)}:{hit}" for hit in _family_reach_ins(path)]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_reach_in_check_sees_attributes_names_and_imports(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(
+        "from models.unified import x\n"
+        "from transformers import JanusProcessor\n"
+        "def f(m):\n    m.hf.eval()\n    return JanusConfig\n"
+    )
+    hits = _family_reach_ins(f)
+    assert sorted(hits) == sorted(
+        [
+            "1: imports from models.unified",
+            "2: imports JanusProcessor",
+            "4: .hf",
+            "5: JanusConfig",
+        ]
+    )
+
+
 def test_no_tracked_file_points_outside_the_repository():
     # A user's clone holds only this repository: no doc, docstring or Makefile may send
     # them to a sibling directory (the project's planning files live outside it).
