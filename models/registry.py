@@ -30,7 +30,7 @@ class Family:
     load: Callable[..., UnifiedPolicy]
     """``load(path, dtype, device, *, train_vision_tower)``: a local checkpoint directory."""
     tiny: Callable[..., UnifiedPolicy]
-    """``tiny(seed)``: a tiny random model, float32 on the CPU (tests, smoke runs)."""
+    """``tiny(seed, *, train_vision_tower)``: a tiny random model, float32 on the CPU."""
     check_checkpoint: Callable[[str | os.PathLike, str], None]
     """``check_checkpoint(path, key)``: raise, naming ``key`` and the fix, unless ``path``
     holds a checkpoint this family loads. Cheap (no weights read): runs before any actor."""
