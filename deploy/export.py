@@ -19,8 +19,11 @@ def export_checkpoint(checkpoint_dir: str | Path, out: str | Path) -> Path:
 
     ckpt = checkpoint.resolve(checkpoint_dir)
     cfg = load_config(RunConfig, ckpt / "config.yaml")
-    # kl_coef 0: no reference model is built (export needs the policy alone)
-    learner_cfg = dataclasses.replace(cfg.learner, num_learners=0, kl_coef=0.0)
+    # kl_coef 0: no reference model is built (export needs the policy alone); no optimiser
+    # step is taken, so the lr schedule does not matter
+    learner_cfg = dataclasses.replace(
+        cfg.learner, num_learners=0, kl_coef=0.0, lr_schedule="constant"
+    )
     learner = Learner(cfg.model, learner_cfg)
     learner.load_checkpoint(str(ckpt / "learner"), module_only=True)
     return Path(learner.export(str(out)))

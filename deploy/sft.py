@@ -119,7 +119,9 @@ def run_sft(cfg: RunConfig, out: str | Path | None = None) -> Path:
         raise ValueError("sft.manifest is empty; set it to a PairUG manifest (`pairuni pair`)")
     run_dir = Path(cfg.run.dir) / "sft"
     write_resolved(cfg, run_dir)
-    learner_cfg = dataclasses.replace(cfg.learner, lr=s.lr, num_learners=0, kl_coef=0.0)
+    learner_cfg = dataclasses.replace(
+        cfg.learner, lr=s.lr, num_learners=0, kl_coef=0.0, lr_schedule="constant", warmup_steps=0
+    )  # SFT keeps sft.lr throughout; the RL schedule is the RL run's
     torch.manual_seed(cfg.run.seed)
     learner = Learner(cfg.model, learner_cfg)
     data = SftData(s.manifest, learner.model)

@@ -165,7 +165,7 @@ class Trainer:
         self.pairing = as_actor(PairingActor, {"num_cpus": 0}).remote(t.manifest, cfg.run.seed)
         self.text_pool = WorkerGroup.text(cfg.model, cfg.rollout)
         self.image_pool = WorkerGroup.image(cfg.model, cfg.rollout)
-        self.learners = LearnerGroup(cfg.model, cfg.learner)
+        self.learners = LearnerGroup(cfg.model, cfg.learner.with_horizon(cfg.train.steps))
         handles = run_endpoints(cfg.rewards, tuple(sorted(terms)), app_prefix=prefix)
         self.clients = {
             k: RewardClient(k, cfg.rewards, handle=handles.get(k), app=prefix + k) for k in terms

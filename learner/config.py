@@ -5,9 +5,9 @@ model) and the learner group's size and resources.
 Defaults follow PairUni (the default algorithm, ``pair_grpo``): clip eps 0.2 on both sides,
 no KL term (beta_KL = 0), learning rate 1e-6; the paper's rollout group size (4 for the 7B
 model, 8 for 1B) is a rollout setting and lives with the rollout workers' config.
-``LearnerConfig.paper_defaults(algorithm)`` gives each algorithm's published values:
-DSR's GRPO uses clip-higher (eps_low 0.2, eps_high 0.28), beta_KL 0.04 and a token-level
-loss (DAPO style), with G = 8; DSR's online SimPO uses beta 2.0 and gamma 0.5.
+Choosing ``algorithm`` changes no other key: each paper's full settings (DSR's clip-higher
+0.2 / 0.28, beta_KL 0.04, lr 3e-6 with cosine decay, ...) are written out, with their
+sources, in the run configs under ``deploy/configs/`` (the README lists them).
 
 Valid names come from the registries in ``learner.advantages`` and ``learner.losses``, so a
 name added there is accepted here.
@@ -31,14 +31,6 @@ OPTIMIZERS = ("adamw", "fused_adam")
 """Names in ``learner.learner.OPTIMIZERS`` (kept here so validating a config imports no DeepSpeed)."""
 ZERO_STAGES = (0, 1, 2)
 """ZeRO stages the learner supports."""
-
-# Published values that differ from the dataclass defaults (PairUni's), per algorithm.
-_PAPER_OVERRIDES: dict[str, dict[str, object]] = {
-    "pair_grpo": {},  # PairUni: eps 0.2, beta_KL 0, lr 1e-6 (the defaults)
-    "grpo": {"loss_agg": "seq-mean-token-mean", "kl_coef": 0.04},  # DeepSeekMath GRPO
-    "dsr_grpo": {"eps_high": 0.28, "kl_coef": 0.04, "loss_agg": "token-mean"},  # DSR
-    "dsr_simpo": {},  # DSR online SimPO: beta 2.0, gamma 0.5 (the defaults)
-}
 
 
 @dataclass(frozen=True)
@@ -100,6 +92,16 @@ class LearnerConfig:
     # --- optimiser ---
     lr: float = 1e-6
     """Learning rate (PairUni 1e-6)."""
+    lr_schedule: str = "constant"
+    """Learning-rate schedule after warm-up (``learner.schedule``): constant | cosine | linear
+    (PairUni: constant; DSR section 4.1: cosine)."""
+    warmup_steps: int = 0
+    """Optimiser steps of linear warm-up from 0 to ``lr`` (DSR section 4.1: 5; PairUni: none stated)."""
+    min_lr_ratio: float = 0.0
+    """Floor of the decay, as a fraction of ``lr`` (cosine / linear end there)."""
+    lr_decay_steps: int = 0
+    """Optimiser steps the schedule spans, warm-up included; 0: ``train.steps x ppo_epochs``
+    (the driver fills it in). Past it the factor stays at ``min_lr_ratio``."""
     optimizer: str = "adamw"
     """Optimiser: adamw (torch.optim.AdamW, no compiled ops) | fused_adam (DeepSpeed FusedAdam)."""
     weight_decay: float = 0.0
@@ -131,19 +133,12 @@ class LearnerConfig:
     learner_num_gpus: float = 0.0
     """GPUs per learner actor: 0 (CPU, gloo) or a whole number >= 1 (nccl); a fraction only with one learner."""
 
-    @classmethod
-    def paper_defaults(cls, algorithm: str) -> LearnerConfig:
-        """The published settings of ``algorithm`` (module docstring), validated."""
-        check(
-            algorithm in ALGORITHMS,
-            "learner.algorithm",
-            algorithm,
-            f"must be one of {tuple(ALGORITHMS)}",
-            "use 'pair_grpo'",
-        )
-        cfg = replace(cls(algorithm=algorithm), **_PAPER_OVERRIDES[algorithm])
-        cfg.validate()
-        return cfg
+    def with_horizon(self, train_steps: int) -> LearnerConfig:
+        """This config with ``lr_decay_steps`` resolved for a run of ``train_steps`` updates
+        (each ``ppo_epochs`` optimiser steps); an explicit value is kept."""
+        if self.lr_decay_steps:
+            return self
+        return replace(self, lr_decay_steps=train_steps * self.ppo_epochs)
 
     @property
     def adv_estimator(self) -> str | None:
@@ -244,6 +239,7 @@ class LearnerConfig:
             "use 0.5 (DSR)",
         )
         check(self.lr > 0, "learner.lr", self.lr, "must be > 0", "use 1e-6 (PairUni)")
+        self._validate_schedule()
         check(
             isinstance(self.ppo_epochs, int) and self.ppo_epochs >= 1,
             "learner.ppo_epochs",
@@ -252,6 +248,47 @@ class LearnerConfig:
             "use 1 (on-policy, the papers' setting)",
         )
         self._validate_engine()
+
+    def _validate_schedule(self) -> None:
+        from learner.schedule import SCHEDULES
+
+        check(
+            self.lr_schedule in SCHEDULES,
+            "learner.lr_schedule",
+            self.lr_schedule,
+            f"must be one of {SCHEDULES}",
+            "use 'constant' (PairUni) or 'cosine' (DSR)",
+        )
+        check(
+            isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
+            "learner.warmup_steps",
+            self.warmup_steps,
+            "must be an integer >= 0",
+            "use 0, or 5 as DSR does",
+        )
+        check(
+            0.0 <= self.min_lr_ratio <= 1.0,
+            "learner.min_lr_ratio",
+            self.min_lr_ratio,
+            "must be in [0, 1]",
+            "use 0.0 (decay to zero)",
+        )
+        check(
+            isinstance(self.lr_decay_steps, int) and self.lr_decay_steps >= 0,
+            "learner.lr_decay_steps",
+            self.lr_decay_steps,
+            "must be an integer >= 0 (0: train.steps x ppo_epochs)",
+            "leave it 0",
+        )
+        check(
+            not self.lr_decay_steps
+            or self.lr_schedule == "constant"
+            or self.lr_decay_steps > self.warmup_steps,
+            "learner.lr_decay_steps",
+            self.lr_decay_steps,
+            f"must exceed learner.warmup_steps={self.warmup_steps} for a decaying schedule",
+            "raise train.steps or lower the warm-up",
+        )
 
     def _validate_engine(self) -> None:
         """The optimiser, DeepSpeed and group fields (``validate`` calls this)."""

@@ -46,8 +46,9 @@ from learner.config import LearnerConfig
 from learner.losses import Normaliser
 from learner.metrics import Stats, epoch_metrics, reduce_metrics
 from learner.objectives import objective_for
+from learner.schedule import make_scheduler
 from learner.types import TrainBatch
-from models.config import ModelConfig
+from models.config import ModelConfig, check
 from models.interface import UnifiedPolicy
 from models.registry import build_policy
 from models.tasks import TASKS, Task
@@ -249,10 +250,21 @@ class Learner:
             "steps_per_print": 2**31 - 1,
             "wall_clock_breakdown": False,
         }
+        check(
+            cfg.lr_schedule == "constant" or cfg.lr_decay_steps > 0,
+            "learner.lr_decay_steps",
+            cfg.lr_decay_steps,
+            f"must be > 0 with lr_schedule={cfg.lr_schedule!r} (the driver sets it from "
+            "train.steps; a learner built by hand needs it)",
+            "use LearnerConfig.with_horizon(train_steps)",
+        )
         self.engine, *_ = deepspeed.initialize(
             model=self.model.module,
             optimizer=optimizer,
             model_parameters=list(self._params.values()),
+            # DeepSpeed steps it once per optimiser step (at the accumulation boundary) and
+            # saves / restores it with the engine's checkpoint.
+            lr_scheduler=lambda opt: make_scheduler(opt, cfg),
             config=ds_config,
         )
         self.model.eval()
@@ -298,6 +310,7 @@ class Learner:
         units = self._plan(batch)
         n_micro = self._agree_on_max(max(1, len(units)))
         stats = Stats()
+        stats.set("lr", float(self.engine.get_lr()[0]))  # the lr this step trains with
         self.model.train(self.cfg.gradient_checkpointing)  # checkpointing runs in train mode
         try:
             for i in range(n_micro):
@@ -320,7 +333,6 @@ class Learner:
         self._version += 1
         gn = self.engine.get_global_grad_norm()
         stats.set("grad_norm", float("nan") if gn is None else float(gn))
-        stats.set("lr", float(self.engine.get_lr()[0]))
         stats.set("version", float(self._version))
         stats.set("max/micro_batches", float(n_micro))
         return stats.raw

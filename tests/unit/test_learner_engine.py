@@ -201,7 +201,7 @@ ADV = np.array([1.0, -0.5, 0.25, 0.0, 0.5, -1.0], np.float32)
 
 
 def _full_state(learner: Learner) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in learner.model.hf.state_dict().items()}
+    return {k: v.detach().clone() for k, v in learner.model.module.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
@@ -422,7 +422,7 @@ def test_simpo_step_lowers_the_simpo_loss(tiny):
     # Pairs (chosen, rejected): und (0, 1) and gen (4, 5). On policy the loss is
     # mean_p -log sigmoid(beta * (lc / |c| - lr / |r|) - gamma) over the sampler's log-probs.
     model_cfg, rollouts = tiny
-    cfg = replace(LearnerConfig.paper_defaults("dsr_simpo"), lr=1e-4)
+    cfg = LearnerConfig(algorithm="dsr_simpo", simpo_beta=2.0, simpo_gamma=0.5, lr=1e-4)
     learner = Learner(model_cfg, cfg)
     batch = TrainBatch(rollouts, np.zeros(6, np.float32), np.array([0, 4]), np.array([1, 5]))
     m1 = learner.update(batch)
