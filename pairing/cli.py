@@ -164,6 +164,7 @@ def run_pair(cfg: PairingConfig, *, strict: bool) -> dict:
         "neighbors": cfg.neighbors,
         "threshold": cfg.threshold,
         "extractor": cfg.features.extractor,
+        "exclude_kinds": list(cfg.und.exclude_kinds),
         "kmeans_backend": cfg.kmeans_backend,
         "seed": cfg.seed,
         "manifest": str(out / "manifest.parquet"),
@@ -176,6 +177,7 @@ def run_pair(cfg: PairingConfig, *, strict: bool) -> dict:
         gen_paired_items=len({r.gen_index for r in ps.retrieved}),
         settings=settings,
         stats=stats,
+        und_excluded=und.excluded,
     )  # accounting by origin: the pairs before completion
     if augmented is not None:
         report["pairs"]["needs_augmentation"] = dict(
@@ -194,8 +196,13 @@ def _print_summary(report: dict, out: Path) -> None:
         f"-> {out / 'manifest.parquet'}"
     )
     for name, side in (("und", u), ("gen", g)):
+        excluded = (
+            f"{side['excluded']} excluded {side['excluded_by_kind']} + "
+            if side.get("excluded")
+            else ""
+        )
         print(
-            f"  {name}: {side['rows']} rows = {side['read_errors']} read errors + "
+            f"  {name}: {side['rows']} rows = {excluded}{side['read_errors']} read errors + "
             f"{side['feature_errors']} feature errors + {side['aligned']} aligned + "
             f"{side['retrieved']} retrieved + {side['unpaired_no_match']} unpaired (no match)"
         )

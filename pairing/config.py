@@ -40,6 +40,10 @@ class UnderstandingSource:
     """Column naming the data source."""
     category_field: str = "ability"
     """Column naming the category (ability); `category` is the Orsta name."""
+    kind_field: str = "ability"
+    """Dotted path of the task kind that `exclude_kinds` is matched against. Orsta's is `ability` (e.g. `cv_detection`, `math`); a file without it is an error while `exclude_kinds` is non-empty."""
+    exclude_kinds: tuple[str, ...] = ("detection", "grounding")
+    """Task kinds left out of U (PairUni section 3.1: Orsta's detection and grounding items are excluded, Janus-Pro fails on them). A row is excluded when its `kind_field` value, split at non-alphanumerics, contains one of these words (`cv_detection` matches `detection`); excluded rows are counted per kind in the report. Empty: keep every row."""
 
 
 @dataclass(frozen=True)
