@@ -102,10 +102,10 @@ class AugmentConfig:
     """Model name sent in every request; part of the cache key (`pairuni augment` requires it)."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (never logged); empty or unset: no Authorization header."""
-    caption_template: str = "caption_v1"
-    """Understanding images -> detail prompt C (Fig. 10): a packaged template name or a YAML path."""
-    qa_template: str = "qa_v1"
-    """Generation images -> question, four options, answer (Fig. 11): a packaged template name or a YAML path."""
+    caption_template: str = "caption_v2"
+    """Understanding images -> detail prompt C (PairUni Fig. 11, the understanding prompt; one JSON reply with a question too): a packaged template name or a YAML path. caption_v1 is the earlier one-half form."""
+    qa_template: str = "qa_v2"
+    """Generation images -> question, four options, answer (PairUni Fig. 10, the generation prompt, per image class; one JSON reply with a detail prompt too): a packaged template name or a YAML path. qa_v1 is the earlier one-half form."""
     variant_by: str = "keyword"
     """How an item's template variant is chosen: keyword (from its text and source) | fixed (`variant`)."""
     variant: str = "one_object"
@@ -133,7 +133,7 @@ class AugmentConfig:
     response_format: str = "json_object"
     """json_object (ask the server for JSON mode) | none (for servers without it)."""
     caption_min_words: int = 15
-    """Shortest accepted detail prompt, in words (the paper asks for about 30)."""
+    """Shortest accepted detail prompt, in words (Figs. 10, 11 ask for about 30)."""
     caption_max_words: int = 60
     """Longest accepted detail prompt, in words."""
     question_max_words: int = 60
