@@ -2,6 +2,7 @@
 the report. ``deploy/cli.py`` registers ``add_pair_command``; ``run_pair`` does the work.
 
     pairuni pair --config deploy/configs/pairing.yaml [--strict] [pairing.threshold=0.7 ...]
+    pairuni pair pairing.mode=unpaired pairing.unpaired.prompts=[...] ...   # DSR's data
 """
 
 from __future__ import annotations
@@ -85,7 +86,13 @@ def _ref_location(ref: str) -> tuple[str, str]:
 
 def run_pair(cfg: PairingConfig, *, strict: bool) -> dict:
     """Build PairUG from ``cfg``: manifest.parquet, report.json, issues.jsonl,
-    similarity_hist.png and config.json in ``cfg.output_dir``. Returns the report."""
+    similarity_hist.png and config.json in ``cfg.output_dir``. Returns the report.
+    ``pairing.mode=unpaired`` builds DSR's single-task manifest instead
+    (``pairing.unpaired.run_unpaired``)."""
+    if cfg.mode == "unpaired":  # DSR section 4.1: single-task items, no pairs
+        from pairing.unpaired import run_unpaired
+
+        return run_unpaired(cfg, strict=strict)
     t0 = time.perf_counter()
     quads = load_quadruples(cfg.quadruples) if cfg.quadruples else None  # fail fast
     und = read_understanding(cfg.und, strict=strict)
