@@ -2,10 +2,13 @@
 OpenAI-compatible chat-completions endpoint that takes images (PairUni section 2.1.1,
 Appendix E; the paper called GPT-o3, this calls whatever ``pairing.augment.base_url`` is).
 
-Understanding items get a ~30-word detail prompt C (template ``caption_v1``, Fig. 10);
-generation items get a question with four options and its answer (``qa_v1``, Fig. 11).
-Each reply is parsed and validated strictly (``pairing/quadruples.py``); an invalid reply
-is re-asked once with the validation error, then recorded as rejected with its reason.
+Understanding items get a ~30-word detail prompt C (template ``caption_v2``, Fig. 11, the
+paper's "understanding" prompt); generation items get a question with four options and its
+answer (``qa_v2``, Fig. 10, the "generation" prompt, with one hint per image class). As in
+the figures, either template asks for the whole quadruple in one JSON reply; only the half
+the item lacks completes its pair, the other is kept in quadruples.jsonl. Each reply is
+parsed and validated strictly (``pairing/quadruples.py``); an invalid reply is re-asked once
+with the validation error, then recorded as rejected with its reason, which names the item.
 
 Transport: images as base64 data URLs, the API key from the environment variable named in
 ``pairing.augment.api_key_env`` (never logged or written), retries with exponential backoff
@@ -239,17 +242,18 @@ async def augment_item(
         for k in usage:
             usage[k] += u[k]
         try:
-            result = validate_reply(tpl.task, content, cfg)
-        except ReplyError as e:
-            error = str(e) + (
-                " (the reply was cut off at max_tokens)" if finish == "length" else ""
+            result = validate_reply(
+                tpl.task, content, cfg, reply=tpl.reply, item=f"{item.item_id} ({item.image_ref})"
             )
+        except ReplyError as e:
+            cut = " (the reply was cut off at max_tokens)" if finish == "length" else ""
+            error, problem = str(e) + cut, e.problem + cut
         else:
             return {**rec, "status": "ok", "result": result, "attempts": round_ + 1}
         messages = [
             *messages,
             {"role": "assistant", "content": content or ""},
-            {"role": "user", "content": tpl.repair_text(error)},
+            {"role": "user", "content": tpl.repair_text(problem)},
         ]
     return {
         **rec,

@@ -2,6 +2,7 @@
 the report. ``deploy/cli.py`` registers ``add_pair_command``; ``run_pair`` does the work.
 
     pairuni pair --config deploy/configs/pairing.yaml [--strict] [pairing.threshold=0.7 ...]
+    pairuni pair pairing.mode=unpaired pairing.unpaired.prompts=[...] ...   # DSR's data
 """
 
 from __future__ import annotations
@@ -85,7 +86,13 @@ def _ref_location(ref: str) -> tuple[str, str]:
 
 def run_pair(cfg: PairingConfig, *, strict: bool) -> dict:
     """Build PairUG from ``cfg``: manifest.parquet, report.json, issues.jsonl,
-    similarity_hist.png and config.json in ``cfg.output_dir``. Returns the report."""
+    similarity_hist.png and config.json in ``cfg.output_dir``. Returns the report.
+    ``pairing.mode=unpaired`` builds DSR's single-task manifest instead
+    (``pairing.unpaired.run_unpaired``)."""
+    if cfg.mode == "unpaired":  # DSR section 4.1: single-task items, no pairs
+        from pairing.unpaired import run_unpaired
+
+        return run_unpaired(cfg, strict=strict)
     t0 = time.perf_counter()
     quads = load_quadruples(cfg.quadruples) if cfg.quadruples else None  # fail fast
     und = read_understanding(cfg.und, strict=strict)
@@ -164,6 +171,7 @@ def run_pair(cfg: PairingConfig, *, strict: bool) -> dict:
         "neighbors": cfg.neighbors,
         "threshold": cfg.threshold,
         "extractor": cfg.features.extractor,
+        "exclude_kinds": list(cfg.und.exclude_kinds),
         "kmeans_backend": cfg.kmeans_backend,
         "seed": cfg.seed,
         "manifest": str(out / "manifest.parquet"),
@@ -176,6 +184,7 @@ def run_pair(cfg: PairingConfig, *, strict: bool) -> dict:
         gen_paired_items=len({r.gen_index for r in ps.retrieved}),
         settings=settings,
         stats=stats,
+        und_excluded=und.excluded,
     )  # accounting by origin: the pairs before completion
     if augmented is not None:
         report["pairs"]["needs_augmentation"] = dict(
@@ -194,8 +203,13 @@ def _print_summary(report: dict, out: Path) -> None:
         f"-> {out / 'manifest.parquet'}"
     )
     for name, side in (("und", u), ("gen", g)):
+        excluded = (
+            f"{side['excluded']} excluded {side['excluded_by_kind']} + "
+            if side.get("excluded")
+            else ""
+        )
         print(
-            f"  {name}: {side['rows']} rows = {side['read_errors']} read errors + "
+            f"  {name}: {side['rows']} rows = {excluded}{side['read_errors']} read errors + "
             f"{side['feature_errors']} feature errors + {side['aligned']} aligned + "
             f"{side['retrieved']} retrieved + {side['unpaired_no_match']} unpaired (no match)"
         )

@@ -20,6 +20,7 @@ AUGMENT_SIDES = ("und", "gen")
 VARIANTS = ("one_object", "two_objects", "text", "ai_generated")
 VARIANT_SELECTORS = ("keyword", "fixed")
 RESPONSE_FORMATS = ("json_object", "none")
+MODES = ("paired", "unpaired")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class UnderstandingSource:
     """Column naming the data source."""
     category_field: str = "ability"
     """Column naming the category (ability); `category` is the Orsta name."""
+    kind_field: str = "ability"
+    """Dotted path of the task kind that `exclude_kinds` is matched against. Orsta's is `ability` (e.g. `cv_detection`, `math`); a file without it is an error while `exclude_kinds` is non-empty."""
+    exclude_kinds: tuple[str, ...] = ("detection", "grounding")
+    """Task kinds left out of U (PairUni section 3.1: Orsta's detection and grounding items are excluded, Janus-Pro fails on them). A row is excluded when its `kind_field` value, split at non-alphanumerics, contains one of these words (`cv_detection` matches `detection`); excluded rows are counted per kind in the report. Empty: keep every row."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,28 @@ class GenerationSource:
     """webdataset: extension of the caption member."""
     image_exts: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
     """webdataset: extensions accepted as the image member."""
+
+
+@dataclass(frozen=True)
+class UnpairedSources:
+    """DSR's unpaired training data (DSR section 4.1): generation prompts without images and
+    images without text, never joined (`pairing.mode=unpaired`). Each image becomes an
+    understanding-only item of the captioning task, each prompt a generation-only item."""
+
+    prompts: tuple[str, ...] = ()
+    """T2I-CompBench prompt files or globs: one prompt per line, as released (`color_train.txt`, ...); the file name without `_train`/`_val` is the item's category. DSR trains on its training set (5,600 prompts)."""
+    coco_captions: tuple[str, ...] = ()
+    """COCO captions JSON files (`images` [{id, file_name}], `annotations` [{image_id, caption}]); every listed image is one item, its captions are not used."""
+    coco_image_root: str = ""
+    """Folder the COCO `file_name`s are in (default: the JSON's directory)."""
+    journeydb: tuple[str, ...] = ()
+    """JourneyDB annotation JSONL files (one image a line: `img_path`, optional `prompt` and `Task2.Caption`)."""
+    journeydb_image_root: str = ""
+    """Folder the JourneyDB `img_path`s are relative to (default: `imgs` beside the JSONL, as released)."""
+    images_per_source: int = 0
+    """Images drawn per image source (COCO, JourneyDB) at random with `pairing.seed`, in file order; 0: all. DSR: 2800 each."""
+    prompts_limit: int = 0
+    """Prompts drawn at random with `pairing.seed` over all prompt files, in file order; 0: all (DSR: all 5,600)."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +125,10 @@ class AugmentConfig:
     """Model name sent in every request; part of the cache key (`pairuni augment` requires it)."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (never logged); empty or unset: no Authorization header."""
-    caption_template: str = "caption_v1"
-    """Understanding images -> detail prompt C (Fig. 10): a packaged template name or a YAML path."""
-    qa_template: str = "qa_v1"
-    """Generation images -> question, four options, answer (Fig. 11): a packaged template name or a YAML path."""
+    caption_template: str = "caption_v2"
+    """Understanding images -> detail prompt C (PairUni Fig. 11, the understanding prompt; one JSON reply with a question too): a packaged template name or a YAML path. caption_v1 is the earlier one-half form."""
+    qa_template: str = "qa_v2"
+    """Generation images -> question, four options, answer (PairUni Fig. 10, the generation prompt, per image class; one JSON reply with a detail prompt too): a packaged template name or a YAML path. qa_v1 is the earlier one-half form."""
     variant_by: str = "keyword"
     """How an item's template variant is chosen: keyword (from its text and source) | fixed (`variant`)."""
     variant: str = "one_object"
@@ -129,7 +156,7 @@ class AugmentConfig:
     response_format: str = "json_object"
     """json_object (ask the server for JSON mode) | none (for servers without it)."""
     caption_min_words: int = 15
-    """Shortest accepted detail prompt, in words (the paper asks for about 30)."""
+    """Shortest accepted detail prompt, in words (Figs. 10, 11 ask for about 30)."""
     caption_max_words: int = 60
     """Longest accepted detail prompt, in words."""
     question_max_words: int = 60
@@ -311,8 +338,22 @@ class PairingConfig:
     """quadruples.jsonl files from `pairuni augment`: aligned pairs take their missing half from them."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Quadruple augmentation (`pairuni augment`); `pairuni pair` ignores it."""
+    mode: str = "paired"
+    """paired (PairUG from `und` and `gen`, PairUni Algorithm 1) | unpaired (DSR section 4.1: understanding-only and generation-only items from `unpaired`, no features, no pairs)."""
+    unpaired: UnpairedSources = field(default_factory=UnpairedSources)
+    """DSR's unpaired sources (`mode=unpaired`)."""
 
     def validate(self) -> None:
+        check(
+            self.mode in MODES,
+            "pairing.mode",
+            self.mode,
+            f"must be one of {MODES}",
+            "use paired for PairUG, unpaired for DSR's data",
+        )
+        if self.mode == "unpaired":
+            self._validate_unpaired()
+            return
         check(
             len(self.und.paths) > 0,
             "pairing.und.paths",
@@ -413,6 +454,28 @@ class PairingConfig:
             f"must be one of {SEARCH_BACKENDS}",
             "use auto",
         )
+        check(
+            bool(self.output_dir),
+            "pairing.output_dir",
+            self.output_dir,
+            "must not be empty",
+            "set pairing.output_dir=runs/pairing",
+        )
+
+    def _validate_unpaired(self) -> None:
+        u = self.unpaired
+        check(
+            bool(u.prompts or u.coco_captions or u.journeydb),
+            "pairing.unpaired",
+            "(no sources)",
+            "mode=unpaired needs prompts, coco_captions or journeydb",
+            "set pairing.unpaired.prompts=[data/t2i/color_train.txt] (and/or the image sources)",
+        )
+        for key, value in (
+            ("images_per_source", u.images_per_source),
+            ("prompts_limit", u.prompts_limit),
+        ):
+            check(value >= 0, f"pairing.unpaired.{key}", value, "must be >= 0", "use 0 for all")
         check(
             bool(self.output_dir),
             "pairing.output_dir",

@@ -74,7 +74,11 @@ class ReadResult:
     items: list
     issues: list[ReadIssue]
     rows: int
-    """Input rows seen: len(items) + len(issues)."""
+    """Input rows seen: len(items) + len(issues) + sum(excluded.values())."""
+    excluded: dict[str, int] = field(default_factory=dict)
+    """Rows left out on purpose, per excluded kind (``pairing.und.exclude_kinds``; one
+    entry per configured kind, zeros included). Not issues: the data is fine, the config
+    says not to train on it."""
 
 
 def describe_image_error(e: Exception) -> str:
@@ -119,6 +123,7 @@ def expand_paths(patterns: tuple[str, ...] | list[str], key: str) -> list[str]:
 class _Collector:
     def __init__(self, strict: bool):
         self.strict, self.items, self.issues = strict, [], []
+        self.excluded: dict[str, int] = {}
 
     def issue(self, file: str, row, field_name: str, reason: str) -> None:
         iss = ReadIssue(str(file), str(row), field_name, reason)
@@ -129,7 +134,8 @@ class _Collector:
         self.issues.append(iss)
 
     def result(self) -> ReadResult:
-        return ReadResult(self.items, self.issues, len(self.items) + len(self.issues))
+        rows = len(self.items) + len(self.issues) + sum(self.excluded.values())
+        return ReadResult(self.items, self.issues, rows, dict(self.excluded))
 
 
 # ----------------------------------------------------------------------------- understanding
@@ -194,18 +200,42 @@ def _first_image(images) -> bytes:
     return bytes(data)
 
 
+_WORD = re.compile(r"[^0-9a-z]+")
+
+
+def excluded_kind(value, exclude: tuple[str, ...]) -> str | None:
+    """The entry of ``exclude`` that the kind ``value`` names, or None. The value is split
+    into lower-case words at every non-alphanumeric (``cv_detection`` -> cv, detection) and
+    an entry matches when it is one of the words (or the whole value): ``detection``
+    matches ``cv_detection`` and ``Detection`` but not ``v3det_train``."""
+    if value is None or not exclude:
+        return None
+    text = str(value).strip().lower()
+    words = set(_WORD.split(text)) | {text}
+    for kind in exclude:
+        if kind.strip().lower() in words:
+            return kind
+    return None
+
+
 def read_understanding(src: UnderstandingSource, *, strict: bool = False) -> ReadResult:
     """U from verl/Orsta parquet files: question (user text), first image, answer, category,
-    source, verifier, and the multiple-choice options parsed from the question."""
+    source, verifier, and the multiple-choice options parsed from the question.
+
+    Rows whose ``kind_field`` names one of ``exclude_kinds`` are left out before anything
+    else is read and counted in ``ReadResult.excluded`` (PairUni section 3.1 drops Orsta's
+    detection and grounding items). A row without a kind value is kept."""
     import pyarrow.parquet as pq
 
     out = _Collector(strict)
+    out.excluded = {k: 0 for k in src.exclude_kinds}
     required = {"prompt": src.prompt_field, "images": src.images_field, "answer": src.answer_field}
     optional = {
         "category": src.category_field,
         "source": src.source_field,
         "verifier": src.verifier_field,
     }
+    kind_col = src.kind_field.split(".")[0]
     for path in expand_paths(src.paths, "pairing.und.paths"):
         pf = pq.ParquetFile(path)
         names = set(pf.schema_arrow.names)
@@ -215,10 +245,27 @@ def read_understanding(src: UnderstandingSource, *, strict: bool = False) -> Rea
                     f"{path}: column {dotted.split('.')[0]!r} ({what}) not in the file "
                     f"(columns: {sorted(names)}). Fix: set pairing.und.{what}_field"
                 )
-        cols = sorted({d.split(".")[0] for d in (*required.values(), *optional.values())} & names)
+        if src.exclude_kinds and kind_col not in names:
+            raise DataError(
+                f"{path}: column {kind_col!r} (pairing.und.kind_field={src.kind_field!r}) not "
+                f"in the file (columns: {sorted(names)}), so pairing.und.exclude_kinds="
+                f"{list(src.exclude_kinds)} cannot be applied. Fix: set pairing.und.kind_field "
+                "to the column naming each row's task, or pairing.und.exclude_kinds=[] to keep "
+                "every row"
+            )
+        wanted = (*required.values(), *optional.values(), src.kind_field)
+        cols = sorted({d.split(".")[0] for d in wanted} & names)
         row = 0
         for batch in pf.iter_batches(batch_size=256, columns=cols):
             for rec in batch.to_pylist():
+                try:
+                    kind = excluded_kind(_get(rec, src.kind_field), src.exclude_kinds)
+                except KeyError:
+                    kind = None
+                if kind is not None:
+                    out.excluded[kind] += 1
+                    row += 1
+                    continue
                 item = _und_item(rec, path, row, src, required, optional, out)
                 if item is not None:
                     out.items.append(item)

@@ -4,6 +4,13 @@ Aligned pairs (k-means medoids) come from the medoid's own instance: the image I
 by both halves, and the half the instance lacks (the caption C of an understanding
 instance, or Q/A of a generation instance) is left empty and marked in
 ``needs_augmentation`` rather than invented; the augmentation step completes the quadruple.
+
+A manifest may also hold single-task items (DSR section 4.1 trains on unpaired data;
+``pairing.unpaired``): ``kind`` und_only (an image and no generation half) or gen_only (a
+prompt and no understanding half), weight 1, each its own advantage group (its own
+``pair_id``). An und_only item of ``task_kind`` caption has no question and no answer:
+the task is to describe the image. Manifests written before these columns existed read as
+before (``task_kind`` qa, ``gen_source`` None).
 """
 
 from __future__ import annotations
@@ -13,8 +20,13 @@ from dataclasses import asdict, dataclass, fields
 
 from pairing.core import PairSet
 
-KINDS = ("aligned", "retrieved")
+PAIR_KINDS = ("aligned", "retrieved")
+SINGLE_KINDS = ("und_only", "gen_only")
+KINDS = PAIR_KINDS + SINGLE_KINDS
 AUGMENT = ("understanding", "generation")
+TASK_KINDS = ("qa", "caption")
+OPTIONAL_COLUMNS = ("task_kind", "gen_source")
+"""Columns added after the first manifests; missing ones are filled on read (``_fill``)."""
 
 
 @dataclass(frozen=True)
@@ -23,9 +35,9 @@ class Pair:
 
     pair_id: int
     kind: str
-    """aligned | retrieved."""
+    """aligned | retrieved (pairs) | und_only | gen_only (single-task items, no pair)."""
     similarity: float
-    """s_p: 1 for aligned, the features' cosine for retrieved."""
+    """s_p: 1 for aligned, the features' cosine for retrieved; 1 for single-task items."""
     weight: float
     """w_p in Pair-GRPO (PairUni eq. 3): 1 for aligned, sqrt(s_p) for retrieved."""
     und_image: str | None
@@ -43,7 +55,18 @@ class Pair:
     needs_augmentation: str | None
     """None, or the half still to be written: understanding (Q, A) | generation (C)."""
     cluster: int = -1
-    """k-means cluster of an aligned pair's medoid; -1 for retrieved pairs."""
+    """k-means cluster of an aligned pair's medoid; -1 for retrieved pairs and single items."""
+    task_kind: str | None = "qa"
+    """The understanding half's task: qa (question, reference answer; every pair) | caption
+    (und_only images: describe the image; ``question`` is "", ``answer`` None) | None
+    (gen_only: no understanding half)."""
+    gen_source: str | None = None
+    """Where a gen_only prompt comes from (t2i_compbench); None for pairs."""
+
+    @property
+    def is_pair(self) -> bool:
+        """Both halves present (aligned or retrieved); False for und_only / gen_only."""
+        return self.kind in PAIR_KINDS
 
 
 def pairs_from_pairset(ps: PairSet, und_items: Sequence, gen_items: Sequence) -> list[Pair]:
@@ -122,7 +145,7 @@ def _schema():
         ("pair_id", i), ("kind", s), ("similarity", f), ("weight", f), ("und_image", s),
         ("question", s), ("choices", pa.list_(s)), ("answer", s), ("category", s),
         ("und_source", s), ("verifier", s), ("gen_image", s), ("prompt", s),
-        ("needs_augmentation", s), ("cluster", i),
+        ("needs_augmentation", s), ("cluster", i), ("task_kind", s), ("gen_source", s),
     ])  # fmt: skip
 
 
@@ -143,8 +166,9 @@ def iter_manifest(path: str, batch_size: int = 1024) -> Iterator[Pair]:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    want = [f.name for f in fields(Pair)]
-    missing = [c for c in want if c not in pf.schema_arrow.names]
+    names = pf.schema_arrow.names
+    want = [f.name for f in fields(Pair) if f.name in names or f.name not in OPTIONAL_COLUMNS]
+    missing = [c for c in want if c not in names]
     if missing:
         raise ValueError(
             f"{path}: not a PairUG manifest, missing columns {missing}. "
@@ -157,6 +181,13 @@ def iter_manifest(path: str, batch_size: int = 1024) -> Iterator[Pair]:
                     f"{path}: pair_id {rec['pair_id']}: kind {rec['kind']!r} not in {KINDS}"
                 )
             rec["choices"] = tuple(rec["choices"] or ())
+            if "task_kind" not in rec:  # written before single-task items existed
+                rec["task_kind"] = "qa" if rec["kind"] in PAIR_KINDS else None
+            if rec["task_kind"] not in (*TASK_KINDS, None):
+                raise ValueError(
+                    f"{path}: pair_id {rec['pair_id']}: task_kind {rec['task_kind']!r} "
+                    f"not in {TASK_KINDS}"
+                )
             yield Pair(**rec)
 
 

@@ -7,8 +7,12 @@ No network here (``pairing/augment.py`` is the client). The file contract betwee
 * ``quadruples.jsonl``: one line per completed item, ``{"item_id", "side", "image_ref",
   "template", "model", "variant", ...}`` plus ``"prompt"`` (side und: the detail prompt C
   of an understanding item) or ``"question", "choices", "answer"`` (side gen: four option
-  texts, the answer a letter A-D). ``item_id`` hashes the side, the image bytes and the
-  item's text, so it survives moving the data.
+  texts, the answer a letter A-D). With the one-reply templates (``reply: quadruple``,
+  PairUni Figs. 10, 11) a line also keeps the other half the model wrote: ``"generated_qa"``
+  (side und: question, choices, answer about the image; the item's own Q, A are what
+  trains) or ``"generated_prompt"`` (side gen: a detail prompt; the item's own caption C is
+  what trains). ``item_id`` hashes the side, the image bytes and the item's text, so it
+  survives moving the data.
 * ``rejected.jsonl``: every item that was not completed, with ``stage`` and ``reason``.
 
 ``pairuni pair`` with ``pairing.quadruples=[.../quadruples.jsonl]`` fills the missing half
@@ -143,7 +147,13 @@ def select_variant(it: AugItem, cfg: AugmentConfig) -> str:
 
 
 class ReplyError(ValueError):
-    """A model reply that is not an acceptable answer; the message is sent back in repair."""
+    """A model reply that is not an acceptable answer. ``problem`` (what was wrong) is sent
+    back in the repair turn; ``str()`` also names the item when one was given, for the
+    rejection record and the logs."""
+
+    def __init__(self, problem: str, item: str = ""):
+        super().__init__(f"item {item}: {problem}" if item else problem)
+        self.problem, self.item = problem, item
 
 
 def _no_duplicate_keys(pairs: list) -> dict:
@@ -233,13 +243,75 @@ def validate_qa(obj: dict, cfg: AugmentConfig) -> dict:
 
 
 VALIDATORS = {"caption": validate_caption, "qa": validate_qa}
+DETAIL_KEYS = ("detail_prompt", "detail prompt")
+"""The detail prompt's key: ours, or the figures' spelling with a space (one, not both)."""
+_YES_NO = {"yes", "no", "true", "false"}
 
 
-def validate_reply(task: str, content: str | None, cfg: AugmentConfig) -> dict:
-    """Parse and validate one reply for ``task`` (caption | qa); raises ``ReplyError``."""
+def validate_quadruple(obj: dict, cfg: AugmentConfig) -> dict:
+    """The one-reply form of PairUni Figs. 10 and 11: ``{"question", "choices": {A, B, C,
+    D}, "answer": one of A-D, "detail_prompt": ~30 words}`` (``"detail prompt"``, the
+    figures' key, is accepted too). The question must not hold the options, the choices
+    must be distinct and must not be a yes/no pair. Returns question, choices (the four
+    texts in letter order), answer and prompt (the detail prompt)."""
+    detail = [k for k in DETAIL_KEYS if k in obj]
+    if len(detail) > 1:
+        raise ReplyError(f"give the detail prompt once, as 'detail_prompt', not as {detail}")
+    key = detail[0] if detail else "detail_prompt"
+    _exact_keys(obj, ["question", "choices", "answer", key])
+    question = _text(obj, "question", cfg.question_max_words)
+    if re.search(r"(^|\s)\(?[A-D][\.\):]\s", question) and re.search(r"\bB[\.\):]\s", question):
+        raise ReplyError("'question' contains the options; put them only in 'choices'")
+    opts = obj["choices"]
+    if not isinstance(opts, dict):
+        raise ReplyError(
+            f"'choices' must be an object with keys A, B, C, D, got {type(opts).__name__}"
+        )
+    _exact_keys(opts, LETTERS, "'choices'")
+    choices = [_text(opts, k, cfg.option_max_words) for k in LETTERS]
+    folded = [re.sub(r"[^\w]+", " ", c.casefold()).strip() for c in choices]
+    if len(set(folded)) != 4:
+        raise ReplyError(f"the four choices must be distinct, got {choices}")
+    if len(_YES_NO & set(folded)) >= 2:
+        raise ReplyError(
+            f"a yes/no question (choices {choices}); ask about visual properties with four "
+            "look-alike options instead"
+        )
+    answer = obj["answer"]
+    if not isinstance(answer, str) or answer.strip() not in LETTERS:
+        raise ReplyError(f"'answer' must be one of the letters A, B, C, D, got {answer!r}")
+    prompt = _text(obj, key, cfg.caption_max_words, cfg.caption_min_words)
+    return {"question": question, "choices": choices, "answer": answer.strip(), "prompt": prompt}
+
+
+def validate_reply(
+    task: str, content: str | None, cfg: AugmentConfig, *, reply: str = "task", item: str = ""
+) -> dict:
+    """Parse and validate one reply for ``task`` (caption | qa); raises ``ReplyError``,
+    naming ``item`` (e.g. its id and image ref) when given.
+
+    ``reply`` is the template's form. ``task``: the task's own half (caption ->
+    ``{"prompt"}``, qa -> question, choices, answer). ``quadruple`` (Figs. 10, 11): the whole
+    object, returned as the task's half plus the other half under its own name (caption ->
+    ``{"prompt", "generated_qa": {question, choices, answer}}``; qa -> ``{question, choices,
+    answer, "generated_prompt"}``); only the task's half completes a pair."""
     if task not in VALIDATORS:
         raise ValueError(f"unknown augmentation task {task!r}; valid: {sorted(VALIDATORS)}")
-    return VALIDATORS[task](parse_json_reply(content), cfg)
+    try:
+        obj = parse_json_reply(content)
+        if reply == "task":
+            return VALIDATORS[task](obj, cfg)
+        if reply != "quadruple":
+            raise ValueError(f"unknown reply form {reply!r}; valid: task, quadruple")
+        q = validate_quadruple(obj, cfg)
+    except ReplyError as e:
+        if item and not e.item:
+            raise ReplyError(e.problem, item) from None
+        raise
+    qa = {"question": q["question"], "choices": q["choices"], "answer": q["answer"]}
+    if task == "caption":
+        return {"prompt": q["prompt"], "generated_qa": qa}
+    return {**qa, "generated_prompt": q["prompt"]}
 
 
 # ----------------------------------------------------------------------------- cache

@@ -1,6 +1,6 @@
 """The report next to a manifest: counts by kind, source and category; every input row
-accounted for (read error, feature error, aligned, retrieved, or unpaired with the reason);
-the similarity histogram of retrieved pairs (like PairUni Figure 8)."""
+accounted for (excluded by kind, read error, feature error, aligned, retrieved, or unpaired
+with the reason); the similarity histogram of retrieved pairs (like PairUni Figure 8)."""
 
 from __future__ import annotations
 
@@ -38,10 +38,22 @@ class RowIssue:
         return f"[{self.side}/{self.stage}] {self.file} row {self.row}: field {self.field!r}: {self.reason}"
 
 
-def _side(rows: int, read_errors: int, feature_errors: int, aligned: int, paired: int) -> dict:
-    unpaired = rows - read_errors - feature_errors - aligned - paired
-    return {
-        "rows": rows,
+def _side(
+    rows: int,
+    read_errors: int,
+    feature_errors: int,
+    aligned: int,
+    paired: int,
+    excluded: dict[str, int] | None = None,
+) -> dict:
+    """One side's accounting; ``excluded`` (rows per excluded kind) adds the keys
+    ``excluded`` and ``excluded_by_kind`` when given."""
+    n_excluded = sum((excluded or {}).values())
+    unpaired = rows - n_excluded - read_errors - feature_errors - aligned - paired
+    out = {"rows": rows}
+    if excluded is not None:
+        out |= {"excluded": n_excluded, "excluded_by_kind": dict(excluded)}
+    return out | {
         "read_errors": read_errors,
         "feature_errors": feature_errors,
         "aligned": aligned,
@@ -61,9 +73,11 @@ def build_report(
     settings: dict,
     stats: dict,
     bins: int = 40,
+    und_excluded: dict[str, int] | None = None,
 ) -> dict:
-    """Counts and accounting: every input row of U and G is a read error, a feature error,
-    an aligned pick, in a retrieved pair, or unpaired for lack of a match.
+    """Counts and accounting: every input row of U and G is excluded by its kind (U only,
+    ``pairing.und.exclude_kinds``; ``und_excluded`` counts them per kind), a read error, a
+    feature error, an aligned pick, in a retrieved pair, or unpaired for lack of a match.
     ``gen_paired_items`` counts generation items with at least one retrieved pair;
     ``settings`` records K, n, δ and the extractor."""
     kinds = Counter(p.kind for p in pairs)
@@ -101,6 +115,7 @@ def build_report(
             n_issue["und", "features"],
             aligned_und,
             kinds["retrieved"],
+            und_excluded,
         ),
         "gen": _side(
             gen_rows,
@@ -110,6 +125,7 @@ def build_report(
             gen_paired_items,
         ),
         "unpaired_reasons": {
+            "excluded": "row of an excluded task kind (pairing.und.exclude_kinds)",
             "read_error": "row skipped by the reader (see issues)",
             "feature_error": "image could not be decoded or embedded",
             NO_MATCH[0]: NO_MATCH[1],

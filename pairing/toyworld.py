@@ -353,6 +353,50 @@ def write_world(out_dir: str | Path, seed: int = 0, size: WorldSize = WorldSize(
     return info
 
 
+def write_dsr_world(out_dir: str | Path, seed: int = 0, n: int = 6) -> dict:
+    """DSR's unpaired formats (DSR section 4.1) from toy scenes, under ``out_dir``:
+    T2I-CompBench prompt files (``t2i/color_train.txt``, ``t2i/spatial_train.txt``: one
+    prompt a line), COCO captions (``coco/annotations/captions_train2017.json`` +
+    ``coco/train2017/``) and JourneyDB (``journeydb/train_anno_realease_repath.jsonl`` +
+    ``journeydb/imgs/000/``), ``n`` items each. Returns the ``pairing.unpaired`` settings
+    that read them."""
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    scenes = object_scenes()
+    picks = [scenes[int(i)] for i in rng.permutation(len(scenes))[: 3 * n]]
+    t2i = out / "t2i"
+    t2i.mkdir(parents=True, exist_ok=True)
+    half = n // 2
+    (t2i / "color_train.txt").write_text("".join(prompt_of(s) + "\n" for s in picks[:half]))
+    (t2i / "spatial_train.txt").write_text("".join(prompt_of(s) + "\n" for s in picks[half:n]))
+    coco = out / "coco"
+    (coco / "annotations").mkdir(parents=True, exist_ok=True)
+    (coco / "train2017").mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i, s in enumerate(picks[n : 2 * n]):
+        name = f"{i + 1:012d}.png"
+        (coco / "train2017" / name).write_bytes(_png(render(s)))
+        images.append({"id": i + 1, "file_name": name, "width": 64, "height": 64})
+        anns.append({"id": 100 + i, "image_id": i + 1, "caption": prompt_of(s)})
+    captions = coco / "annotations" / "captions_train2017.json"
+    captions.write_text(json.dumps({"images": images, "annotations": anns}))
+    jdb = out / "journeydb"
+    (jdb / "imgs" / "000").mkdir(parents=True, exist_ok=True)
+    with (jdb / "train_anno_realease_repath.jsonl").open("w") as fh:
+        for i, s in enumerate(picks[2 * n : 3 * n]):
+            rel = f"./000/{i:08x}.png"
+            (jdb / "imgs" / rel).write_bytes(_png(render(s)))
+            row = {"img_path": rel, "prompt": f"{prompt_of(s)}, flat colours --ar 1:1"}
+            row["Task2"] = {"Caption": prompt_of(s)}
+            fh.write(json.dumps(row) + "\n")
+    return {
+        "prompts": [str(t2i / "color_train.txt"), str(t2i / "spatial_train.txt")],
+        "coco_captions": [str(captions)],
+        "coco_image_root": str(coco / "train2017"),
+        "journeydb": [str(jdb / "train_anno_realease_repath.jsonl")],
+    }
+
+
 # ----------------------------------------------------------------------------- augmentation
 
 
@@ -433,9 +477,16 @@ def add_toyworld_command(subparsers) -> None:
     p = subparsers.add_parser("toyworld", help="write the toy world (U parquet, G tar, held-out)")
     p.add_argument("--out", required=True, help="directory to write the files into")
     p.add_argument("--seed", type=int, default=0, help="world seed (same seed, same bytes)")
+    p.add_argument(
+        "--dsr",
+        action="store_true",
+        help="also write DSR's unpaired formats (T2I-CompBench, COCO, JourneyDB) under OUT/dsr",
+    )
 
     def run(args) -> None:
         info = write_world(args.out, args.seed)
+        if args.dsr:
+            info["dsr"] = write_dsr_world(Path(args.out) / "dsr", args.seed)
         print(json.dumps(info, indent=2))
 
     p.set_defaults(func=run)

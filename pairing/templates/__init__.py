@@ -1,11 +1,26 @@
 """Versioned prompt templates of the quadruple augmentation (PairUni Appendix E, Figs. 10, 11).
 
-A template is a YAML file: ``name``, ``version``, ``task`` (caption: understanding image ->
-detail prompt C; qa: generation image -> question, four options, answer), ``system``,
-``instruction`` (with ``{variant_hint}`` and ``{context}``), one hint per image class in
-``variants`` (one_object, two_objects, text, ai_generated) and ``repair`` (with
-``{error}``). Its id ``<name>@v<version>+<sha256[:8] of the file>`` enters the answer
+Which figure does what (section 2.1.1 and the figures' own titles): Figure 10, the
+"generation" prompt, takes a generation image and its class (one object, two objects,
+text, AI-generated) and is what G's items are completed with (their Q and A); Figure 11,
+the "understanding" prompt, takes an understanding image alone and is what U's items are
+completed with (their C). Both ask for one JSON reply holding a question, four choices,
+the answer letter and a ~30-word detail prompt.
+
+A template is a YAML file: ``name``, ``version``, ``task`` (caption: an understanding image
+needs C; qa: a generation image needs Q and A), ``system``, ``instruction`` (with
+``{context}``, and ``{variant_hint}`` when the template has variants), optionally one hint
+per image class in ``variants`` (one_object, two_objects, text, ai_generated; a template
+without them says the same for every class), ``repair`` (with ``{error}``) and optionally
+``reply``: ``quadruple`` (the figures' one-reply form, ``pairing.quadruples.validate_reply``)
+or ``task`` (the default: caption -> ``{"prompt"}``, qa -> ``{"question", "options",
+"answer"}``). Its id ``<name>@v<version>+<sha256[:8] of the file>`` enters the answer
 cache's key, so editing a file never reuses answers written for the old wording.
+
+Packaged: ``caption_v2`` (Fig. 11) and ``qa_v2`` (Fig. 10), the defaults. ``caption_v1`` and
+``qa_v1`` are the first versions, kept byte-identical so their cached answers stay
+addressable; their header comments name the figures the wrong way round (v1 called the
+caption prompt Fig. 10 and the question prompt Fig. 11) and they ask for one half only.
 """
 
 from __future__ import annotations
@@ -17,6 +32,7 @@ from pathlib import Path
 from pairing.config import VARIANTS
 
 TASKS = ("caption", "qa")
+REPLY_FORMS = ("task", "quadruple")
 HERE = Path(__file__).resolve().parent
 
 
@@ -31,9 +47,12 @@ class Template:
     system: str
     instruction: str
     variants: dict[str, str]
+    """Hint per image class; empty: one text for every class."""
     repair: str
     path: str
     sha256: str
+    reply: str = "task"
+    """task (the task's own half only) | quadruple (question, choices, answer, detail_prompt)."""
 
     @property
     def id(self) -> str:
@@ -42,7 +61,7 @@ class Template:
 
     def user_text(self, variant: str, context: str) -> str:
         """The user turn's text for an item of class ``variant`` with dataset text ``context``."""
-        hint = self.variants[variant]
+        hint = self.variants.get(variant, "")
         return self.instruction.format(variant_hint=hint, context=context or "(none)")
 
     def repair_text(self, error: str) -> str:
@@ -72,15 +91,18 @@ def load_template(name_or_path: str) -> Template:
     data = yaml.safe_load(raw_bytes)
     if not isinstance(data, dict):
         raise ValueError(f"{p}: a template must be a YAML mapping")
-    for key in ("name", "version", "task", "system", "instruction", "variants", "repair"):
+    for key in ("name", "version", "task", "system", "instruction", "repair"):
         if key not in data:
             raise _fail(p, key, "missing")
     if data["task"] not in TASKS:
         raise _fail(p, "task", f"{data['task']!r} is not one of {TASKS}")
     if not isinstance(data["version"], int):
         raise _fail(p, "version", f"{data['version']!r} is not an integer")
-    variants = data["variants"]
-    if not isinstance(variants, dict) or sorted(variants) != sorted(VARIANTS):
+    reply = data.get("reply", "task")
+    if reply not in REPLY_FORMS:
+        raise _fail(p, "reply", f"{reply!r} is not one of {REPLY_FORMS}")
+    variants = data.get("variants") or {}
+    if variants and (not isinstance(variants, dict) or sorted(variants) != sorted(VARIANTS)):
         got = sorted(variants) if isinstance(variants, dict) else variants
         raise _fail(p, "variants", f"must hold exactly {list(VARIANTS)}, got {got}")
     t = Template(
@@ -93,6 +115,7 @@ def load_template(name_or_path: str) -> Template:
         repair=str(data["repair"]),
         path=str(p),
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
+        reply=reply,
     )
     for key, render in (
         ("instruction", lambda: t.user_text(VARIANTS[0], "x")),
@@ -104,8 +127,14 @@ def load_template(name_or_path: str) -> Template:
             raise _fail(
                 p, key, f"bad placeholder ({e!r}); write literal braces as {{{{ and }}}}"
             ) from e
-    if "{context}" not in t.instruction or "{variant_hint}" not in t.instruction:
-        raise _fail(p, "instruction", "must contain {context} and {variant_hint}")
+    if "{context}" not in t.instruction:
+        raise _fail(p, "instruction", "must contain {context}")
+    if bool(variants) != ("{variant_hint}" in t.instruction):
+        raise _fail(
+            p,
+            "instruction",
+            "must contain {variant_hint} when the template has variants, and only then",
+        )
     if "{error}" not in t.repair:
         raise _fail(p, "repair", "must contain {error}")
     return t

@@ -57,6 +57,12 @@ QA = {
     "options": {"A": "red", "B": "green", "C": "blue", "D": "yellow"},
     "answer": "A",
 }
+QUAD = {  # the one-reply form of caption_v2 / qa_v2: both halves, the same texts as above
+    "question": QA["question"],
+    "choices": QA["options"],
+    "answer": "A",
+    "detail_prompt": CAPTION["prompt"],
+}
 
 
 # ----------------------------------------------------------------------------- strict parsing
@@ -200,7 +206,10 @@ class Script:
             self.bodies.append(body)
             if repaired:
                 self.repair_texts[case] = body["messages"][-1]["content"]
-        good = json.dumps(QA if qa else CAPTION)
+        if '"detail_prompt"' in " ".join(texts):  # the one-reply templates (Figs. 10, 11)
+            good = json.dumps(QUAD)
+        else:
+            good = json.dumps(QA if qa else CAPTION)
         if case in self.healthy:
             return 200, {}, self._ok(good)
         if case == "fenced":
