@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pairing.augment import run_augment
 from pairing.config import AugmentConfig, GenerationSource, PairingConfig
 
-QA = {"question": "What colour?", "options": {"A": "red", "B": "green", "C": "blue", "D": "grey"}, "answer": "A"}  # fmt: skip
+# The one-reply form the default templates (caption_v2 / qa_v2) ask for: Q + choices + answer + C.
+REPLY = {"question": "What colour is the square?", "choices": {"A": "red", "B": "green", "C": "blue", "D": "grey"}, "answer": "A", "detail_prompt": "a single bright red square with sharp edges sits in the centre of a plain light grey background, lit evenly from above, with no other objects, text or shadows anywhere in the frame"}  # fmt: skip
 
 
 def serve(latency: float):
@@ -35,7 +36,7 @@ def serve(latency: float):
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
             time.sleep(latency)
-            msg = {"role": "assistant", "content": json.dumps(QA)}
+            msg = {"role": "assistant", "content": json.dumps(REPLY)}
             out = {"choices": [{"index": 0, "message": msg, "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": 600, "completion_tokens": 40}}  # fmt: skip
             data = json.dumps(out).encode()
