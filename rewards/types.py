@@ -7,7 +7,8 @@ naming the field (``items[3].image``) and an HTTP status, so a bad request gets 
 person can act on and never reaches a model.
 
 Each endpoint's item fields are its parser's (``EndpointSpec.parse_item``, in the endpoint's
-module, built from ``text_field`` and ``image_field`` here); the README lists them.
+module, built from ``text_field`` and ``image_field`` here; its item class's docstring lists
+them: ``rewards.accuracy.AccuracyItem``, ``rewards.hps.ImagePromptItem``, ...).
 """
 
 from __future__ import annotations
