@@ -36,7 +36,7 @@ from ray import serve
 from models.config import to_dict
 from rewards.config import RewardsConfig
 from rewards.endpoint import RewardEndpoint
-from rewards.spec import endpoints
+from rewards.spec import endpoints as declared
 from rewards.types import RewardInputError
 
 logger = logging.getLogger(__name__)
@@ -127,8 +127,8 @@ def deployment_options(cfg: RewardsConfig, endpoint: str) -> dict:
 
 def build_app(endpoint: str, args: dict | RewardsConfig | None = None):
     """The bound Serve application of ``endpoint`` (a declared endpoint's name)."""
-    if endpoint not in endpoints():
-        raise ValueError(f"unknown reward endpoint {endpoint!r}; valid: {sorted(endpoints())}")
+    if endpoint not in declared():
+        raise ValueError(f"unknown reward endpoint {endpoint!r}; valid: {sorted(declared())}")
     cfg = config_from_args(args)
     cfg.check_deployable([endpoint])
     return RewardDeployment.options(**deployment_options(cfg, endpoint)).bind(cfg, endpoint)
@@ -138,7 +138,7 @@ def __getattr__(name: str):
     """``serve run`` builders: ``import_path: rewards.serve:<endpoint>_app`` (``hps_app``, ...)
     is ``build_app(<endpoint>, args)``, for every declared endpoint."""
     endpoint = name.removesuffix("_app")
-    if name.endswith("_app") and endpoint in endpoints():
+    if name.endswith("_app") and endpoint in declared():
         builder = functools.partial(build_app, endpoint)
         builder.__doc__ = f"``serve run`` builder: ``import_path: rewards.serve:{name}``."
         return builder
@@ -192,9 +192,9 @@ def run_endpoints(
     cfg.validate()
     names = list(endpoints or cfg.endpoints)
     cfg.check_deployable(names)
-    unknown = [e for e in names if e not in endpoints()]
+    unknown = [e for e in names if e not in declared()]
     if unknown:
-        raise ValueError(f"unknown reward endpoints {unknown}; valid: {sorted(endpoints())}")
+        raise ValueError(f"unknown reward endpoints {unknown}; valid: {sorted(declared())}")
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     # All applications deploy at once: replicas start (import torch, build models) in parallel.
     log_config = {"enable_access_log": cfg.access_log}
