@@ -3,7 +3,7 @@
     .venv/bin/python bench/reward_load.py [--clients 8] [--duration 10] [--items 1]
 
 Starts a local Ray cluster and Serve on a free loopback port with three applications: the
-accuracy endpoint, the tiny-HPS endpoint with dynamic batching (``hps_max_batch_size``), and
+accuracy endpoint, the tiny-HPS endpoint with dynamic batching (``rewards.hps.max_batch_size``), and
 the same tiny-HPS endpoint with batching off (max batch 1) — so the batched/unbatched ratio
 is measured in the same run, on the same machine, under the same load. N concurrent HTTP
 clients hammer each endpoint in turn for ``--duration`` seconds; it prints requests/s,
@@ -113,7 +113,9 @@ def run_serve_bench(args) -> None:
     from ray import serve
     from ray.serve.api import RunTarget, run_many
 
+    from rewards.accuracy import AccuracySettings
     from rewards.config import RewardsConfig
+    from rewards.hps import HpsSettings
     from rewards.serve import build_app
 
     ray.init(
@@ -124,17 +126,13 @@ def run_serve_bench(args) -> None:
         log_to_driver=False,
     )
     port = _free_port()
-    common = dict(
-        port=port,
-        hps_arch="tiny",
-        hps_num_cpus=1.0,
-        accuracy_num_cpus=1.0,
-        max_ongoing_requests=256,
-    )
+    common = dict(port=port, accuracy=AccuracySettings(num_cpus=1.0), max_ongoing_requests=256)
+    hps = dict(arch="tiny", num_cpus=1.0)
     batched = RewardsConfig(
-        **common, hps_max_batch_size=args.max_batch, hps_batch_wait_s=args.batch_wait
+        **common,
+        hps=HpsSettings(**hps, max_batch_size=args.max_batch, batch_wait_s=args.batch_wait),
     )
-    unbatched = RewardsConfig(**common, hps_max_batch_size=1, hps_batch_wait_s=0.0)
+    unbatched = RewardsConfig(**common, hps=HpsSettings(**hps, max_batch_size=1, batch_wait_s=0.0))
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     t0 = time.perf_counter()
     run_many(

@@ -206,23 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _package_commands():
     """Sub-commands other packages register (each a function taking the sub-parsers)."""
     from deploy.quickstart import add_quickstart_command
+    from deploy.serving import add_serve_commands
     from deploy.sft import add_sft_command
-    from pairing.augment_cli import add_augment_command, add_serve_augment_command
+    from pairing.augment_cli import add_augment_command
     from pairing.cli import add_pair_command
     from pairing.toyworld import add_toyworld_command
-    from rewards.cli import add_serve_cleanup_command, add_serve_rewards_command
-
-    def add_serve(sub) -> None:
-        serve = sub.add_parser("serve", help="run services (reward endpoints)")
-        serve_sub = serve.add_subparsers(dest="serve_command", required=True)
-        add_serve_rewards_command(serve_sub)
-        add_serve_augment_command(serve_sub)
-        add_serve_cleanup_command(serve_sub)
 
     return [
         add_pair_command,
         add_augment_command,
-        add_serve,
+        add_serve_commands,
         add_toyworld_command,
         add_sft_command,
         add_quickstart_command,

@@ -30,6 +30,7 @@ from models.config import (  # noqa: F401  (the config machinery, re-exported fo
     write_resolved,
 )
 from rewards.config import RewardsConfig
+from rewards.spec import endpoints as reward_endpoints
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,11 @@ class TrainSection:
     pairs_per_step: int = 8
     """B: pairs drawn per step; each gives G understanding and G generation rollouts."""
     und_rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})
-    """Reward terms of understanding rollouts and their weights (accuracy | dual)."""
+    """Reward terms of understanding rollouts and their weights (accuracy | dual); each term
+    is the reward endpoint of its name, which rewards.endpoints must list."""
     gen_rewards: dict[str, float] = field(default_factory=lambda: {"hps": 1.0})
-    """Reward terms of generation rollouts and their weights (hps | dual)."""
+    """Reward terms of generation rollouts and their weights (hps | dual | toy_judge); each
+    term is the reward endpoint of its name, which rewards.endpoints must list."""
     max_failed_reward_fraction: float = 0.25
     """A step whose share of NaN (failed) rewards exceeds this stops the run."""
     checkpoint_every: int = 0
@@ -212,7 +215,9 @@ class QuickstartSection:
             check(v >= 1, f"quickstart.{key}", v, "must be >= 1", "use the default")
 
 
-REWARD_TERMS = {"und": ("accuracy", "dual"), "gen": ("hps", "dual", "toy_judge")}
+def reward_terms(task: str) -> tuple[str, ...]:
+    """The reward terms ``task`` (und | gen) may use: the endpoints declared for it."""
+    return tuple(name for name, spec in reward_endpoints().items() if task in spec.tasks)
 
 
 @dataclass(frozen=True)
@@ -243,14 +248,22 @@ class RunConfig:
     def validate(self) -> None:
         for task, key in (("und", "train.und_rewards"), ("gen", "train.gen_rewards")):
             terms = getattr(self.train, f"{task}_rewards")
+            valid = reward_terms(task)
             for term in terms:
                 check(
-                    term in REWARD_TERMS[task],
+                    term in valid,
                     key,
                     terms,
-                    f"'{term}' is not a reward term for {task} rollouts; valid: "
-                    f"{list(REWARD_TERMS[task])}",
+                    f"'{term}' is not a reward term for {task} rollouts; valid: {list(valid)}",
                     "use one of the valid terms",
+                )
+                check(
+                    term in self.rewards.endpoints,
+                    key,
+                    terms,
+                    f"'{term}' names the reward endpoint {term}, which rewards.endpoints "
+                    f"{list(self.rewards.endpoints)} does not list",
+                    f"add {term} to rewards.endpoints, or drop the term",
                 )
         dsr = self.learner.algorithm.startswith("dsr")
         uses_dual = "dual" in self.train.und_rewards or "dual" in self.train.gen_rewards

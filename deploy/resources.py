@@ -53,15 +53,13 @@ def demands(cfg) -> list[Demand]:
         ),
     ]
     for e in sorted({**cfg.train.und_rewards, **cfg.train.gen_rewards}):
-        lo, hi = rw.endpoint_setting(e, "min_replicas"), rw.endpoint_setting(e, "max_replicas")
-        replicas = lo if lo < hi else rw.endpoint_setting(e, "num_replicas")
-        gpus = rw.endpoint_setting(e, "num_gpus") if hasattr(rw, f"{e}_num_gpus") else 0.0
+        s = rw.settings(e)
         out.append(
             Demand(
                 f"reward endpoint {e}",
-                replicas * rw.endpoint_setting(e, "num_cpus"),
-                replicas * gpus,
-                f"rewards.{e}_num_replicas (or _min_replicas) x rewards.{e}_num_cpus",
+                s.replicas() * s.num_cpus,
+                s.replicas() * s.num_gpus,
+                f"rewards.{e}.num_replicas (or .min_replicas) x rewards.{e}.num_cpus / num_gpus",
             )
         )
     return out

@@ -34,49 +34,18 @@ from deploy.metrics import MetricsWriter, plot_curves
 from deploy.resources import ensure_cluster
 from models.config import ConfigError
 from models.registry import family
-from models.tasks import Task
+from rewards.spec import endpoints as reward_endpoints
+from rewards.spec import request_items
 
 log = logging.getLogger("pairuni.train")
 
 
-# ---- reward terms: how a rollout becomes a request item for each endpoint --------------------
-def _accuracy_item(r: Rollout) -> dict:
-    q = r.request
-    return {
-        "response": r.text or "",
-        "answer": q.answer,
-        "kind": q.answer_kind,
-        "choices": list(q.choices) if q.choices else None,
-    }
-
-
-def _hps_item(r: Rollout) -> dict:
-    return {"image": r.image, "prompt": r.request.prompt}
-
-
-def _dual_item(r: Rollout) -> dict:
-    if r.task == Task.UND:  # R_U: the input image given the sampled answer
-        return {"task": Task.UND.display, "image": r.request.image, "text": r.text or ""}
-    return {"task": Task.GEN.display, "image": r.image, "text": r.request.prompt}  # R_G
-
-
-REWARD_ITEMS = {
-    "accuracy": _accuracy_item,
-    "hps": _hps_item,
-    "dual": _dual_item,
-    "toy_judge": _hps_item,  # the toy world's judge takes the same (image, prompt) item
-}
-"""Reward term -> how a rollout is sent to its endpoint (the endpoint has the term's name)."""
-
-
 def score(rollouts: list[Rollout], terms: dict[str, float], clients: dict) -> None:
-    """Fill ``rollout.rewards[term]`` for every term (NaN where the endpoint gave none) and
+    """Fill ``rollout.rewards[term]`` for every term (NaN where the endpoint gave none, or
+    where the rollout has nothing it scores: its spec's ``item_of`` says so) and
     ``rollout.reward_details`` with the parts the endpoint reported."""
     for term in terms:
-        todo = rollouts
-        if term == "dual":  # an empty answer has no likelihood to score
-            todo = [r for r in rollouts if r.task == Task.GEN or (r.text or "").strip()]
-        items = [REWARD_ITEMS[term](r) for r in todo]
+        todo, items = request_items(term, rollouts)
         values, details = clients[term].score_with_details(items) if todo else ([], [])
         for r in rollouts:
             r.rewards[term] = math.nan
@@ -121,9 +90,9 @@ def preflight(cfg: RunConfig, resume: str | None = None) -> None:
         cfg.rewards.check_deployable(terms)
     except ConfigError as e:
         problems.append(str(e))
-    hps = cfg.rewards.hps_checkpoint
+    hps = cfg.rewards.hps.checkpoint
     if "hps" in terms and hps and not Path(hps).is_file():
-        problems.append(f"rewards.hps_checkpoint={hps!r}: no such file")
+        problems.append(f"rewards.hps.checkpoint={hps!r}: no such file")
     if resume:
         try:
             checkpoint.resolve(resume)
@@ -160,17 +129,20 @@ class Trainer:
         cfg = self.cfg
         t = cfg.train
         terms = {**t.und_rewards, **t.gen_rewards}
+        # the endpoints the terms name, each listed in rewards.endpoints (RunConfig.validate)
+        names = tuple(e for e in cfg.rewards.endpoints if e in terms)
         prefix = run_app_prefix(cfg.run.name)
-        self._apps = [prefix + e for e in sorted(terms)]  # before deploying: cleaned if partial
+        self._apps = [prefix + e for e in names]  # before deploying: cleaned if partial
         self.pairing = as_actor(PairingActor, {"num_cpus": 0}).remote(t.manifest, cfg.run.seed)
         self.text_pool = WorkerGroup.text(cfg.model, cfg.rollout)
         self.image_pool = WorkerGroup.image(cfg.model, cfg.rollout)
         self.learners = LearnerGroup(cfg.model, cfg.learner.with_horizon(cfg.train.steps))
-        handles = run_endpoints(cfg.rewards, tuple(sorted(terms)), app_prefix=prefix)
+        handles = run_endpoints(cfg.rewards, names, app_prefix=prefix)
         self.clients = {
             k: RewardClient(k, cfg.rewards, handle=handles.get(k), app=prefix + k) for k in terms
         }
-        self.dual = handles.get("dual")
+        # endpoints that score with the policy (DSR) load every weight version it publishes
+        self.followers = [h for e, h in handles.items() if reward_endpoints()[e].follows_policy]
         self.step_num, self.version = 0, 0
         if resume:
             ckpt, state, rng = checkpoint.load(resume)
@@ -194,8 +166,8 @@ class Trainer:
         ref = self.learners.publish_weights()
         self.text_pool.broadcast_weights(ref)
         self.image_pool.broadcast_weights(ref)
-        if self.dual is not None:
-            self.dual.load_weights.remote(ref.ref, ref.version, ref.manifest).result()
+        for endpoint in self.followers:
+            endpoint.load_weights.remote(ref.ref, ref.version, ref.manifest).result()
         self.version = ref.version
         return time.perf_counter() - t0
 

@@ -159,7 +159,15 @@ class ModelConfig:
 
 # ---- field documentation (the string literal under each field) -----------------------------
 def field_docs(cls) -> dict[str, str]:
-    """``{field: docstring}`` read from the class source (attribute docstrings)."""
+    """``{field: docstring}`` read from the class source (attribute docstrings); a field a
+    subclass inherits, or redeclares without a docstring (a new default), keeps its base's."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):
@@ -265,6 +273,8 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "", root_cls=None) 
             "must be a mapping of keys",
             "write the section as `key: value` lines",
         )
+    if hasattr(cls, "upgrade_keys"):  # a section that renamed keys reads the old ones too
+        data = cls.upgrade_keys(dict(data), prefix)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:

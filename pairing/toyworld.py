@@ -42,8 +42,6 @@ from pathlib import Path
 
 import numpy as np
 
-from models.palette_vq import CELL, PALETTE
-
 GRID = 4
 """Cells per image side."""
 COLOURS = ("red", "green", "blue", "yellow")
@@ -70,6 +68,8 @@ Cells = tuple[tuple[int, int], ...]
 
 
 def _rgb(name: str) -> np.ndarray:
+    from models.palette_vq import PALETTE  # here: the module imports torch, the toy judge not
+
     return ((np.asarray(PALETTE[name], np.float32) + 1) * 127.5).astype(np.uint8)
 
 
@@ -133,6 +133,8 @@ def render(scene: Scene) -> np.ndarray:
     labels = np.full((GRID, GRID, 3), _rgb(scene.background), np.uint8)
     for r, c in scene.cells:
         labels[r, c] = _rgb(scene.colour)
+    from models.palette_vq import CELL
+
     return labels.repeat(CELL, 0).repeat(CELL, 1)
 
 

@@ -1,7 +1,8 @@
 """Accuracy reward: 1.0 when a response's answer matches the reference, else 0.0.
 
-Pure Python (plus ``math-verify`` for math answers); no ray, no torch. The serving layer
-(``rewards/serve.py``) validates requests before they reach these functions.
+Pure Python (plus ``math-verify`` for math answers); no ray, no torch. The end of this module
+declares the ``accuracy`` endpoint: its items (validated before they reach these functions),
+settings and scorer.
 
 Choice extraction (``extract_choice``) reads what models really write. The valid letters are
 the keys of ``choices`` (a dict letter -> option text), ``A, B, C, ...`` for a list of option
@@ -65,6 +66,12 @@ import re
 import string
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from models.config import check
+from models.tasks import Task
+from rewards.spec import EndpointSettings, EndpointSpec, Scorer, declare
+from rewards.types import Limits, RewardInputError, text_field
 
 DEFAULT_LETTERS = "ABCDEFGHIJ"
 """Letters accepted when a question's options are not given."""
@@ -412,3 +419,138 @@ def accuracy_reward(
     if kind not in KINDS:
         raise ValueError(f"unknown accuracy kind {kind!r}; valid kinds: {sorted(KINDS)}")
     return KINDS[kind](response, answer, choices)
+
+
+# ---- the endpoint ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AccuracyItem:
+    """One request item: ``response`` (may be empty: a rollout can say nothing), ``answer``
+    (non-empty), ``kind`` (choice | math | text), ``choices`` (option texts, letter -> text,
+    or null)."""
+
+    response: str
+    answer: str
+    kind: str = "choice"
+    choices: list[str] | dict[str, str] | None = None
+
+
+def _check_choice_keys(choices: list | dict, field: str) -> None:
+    """1 to 26 options, lettered A, B, C, ... in order (a dict's keys, either case)."""
+    letters = string.ascii_uppercase
+    if not 1 <= len(choices) <= len(letters):
+        raise RewardInputError(field, f"{len(choices)} options; 1 to {len(letters)} (A-Z)")
+    if isinstance(choices, dict):
+        keys = [k.strip().upper() for k in choices]
+        if keys != list(letters[: len(keys)]):
+            raise RewardInputError(
+                field, f"keys {list(choices)} must be the letters A, B, C, ... in order"
+            )
+
+
+def parse_item(item: dict, field: str, lim: Limits) -> AccuracyItem:
+    """A request item -> ``AccuracyItem``; ``RewardInputError`` naming the field if bad."""
+    response = text_field(item, "response", field, lim, empty_ok=True)
+    answer = text_field(item, "answer", field, lim)
+    kind = item.get("kind", "choice")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise RewardInputError(f"{field}.kind", f"{kind!r} is not one of {sorted(KINDS)}")
+    choices = item.get("choices")
+    ok = (
+        choices is None
+        or (isinstance(choices, list) and all(isinstance(c, str) for c in choices))
+        or (
+            isinstance(choices, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in choices.items())
+        )
+    )
+    if not ok:
+        raise RewardInputError(
+            f"{field}.choices", "expected null, a list of strings or an object letter -> string"
+        )
+    if choices is not None:
+        _check_choice_keys(choices, f"{field}.choices")
+    if kind == "choice":
+        try:
+            gold_letter(answer, choices)
+        except ValueError as e:
+            raise RewardInputError(f"{field}.answer", str(e)) from None
+    return AccuracyItem(response, answer, kind, choices)
+
+
+def item_of(rollout) -> dict:
+    """An understanding rollout's item: its answer text against the request's reference."""
+    q = rollout.request
+    return {
+        "response": rollout.text or "",
+        "answer": q.answer,
+        "kind": q.answer_kind,
+        "choices": list(q.choices) if q.choices else None,
+    }
+
+
+@dataclass(frozen=True)
+class AccuracySettings(EndpointSettings):
+    """The accuracy endpoint (``rewards.accuracy.*``)."""
+
+    max_batch_size: int = 64
+    batch_wait_s: float = 0.005
+    num_cpus: float = 0.5
+    math_timeout_s: float = 5.0
+    """Hard limit on one math answer's check (math-verify in a worker process, killed past
+    it); a check over the limit is a failed reward (NaN), counted in healthz."""
+    math_workers: int = 2
+    """Math checker processes per replica; one hanging check holds one of them."""
+
+    def check_settings(self, key: str) -> None:
+        super().check_settings(key)
+        check(
+            self.math_timeout_s > 0,
+            f"{key}.math_timeout_s",
+            self.math_timeout_s,
+            "must be > 0",
+            "use 5",
+        )
+        check(
+            self.math_workers >= 1,
+            f"{key}.math_workers",
+            self.math_workers,
+            "must be >= 1",
+            "use 2",
+        )
+
+
+class AccuracyScorer(Scorer):
+    """Rules only, no weights: batches run at once, a math check in a worker process each."""
+
+    def __init__(self, s: AccuracySettings):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from rewards import mathcheck
+
+        # math answers are checked in worker processes, each under a hard limit; a hanging
+        # one holds one worker and one thread, and the other items and batches go on
+        self.math = mathcheck.configure(s.math_workers, s.math_timeout_s)
+        self._threads = ThreadPoolExecutor(s.math_workers + 1)
+        self.concurrent_batches = s.math_workers + 1
+
+    def score(self, items: list[AccuracyItem]) -> list[float]:
+        def one(it: AccuracyItem) -> float:
+            return accuracy_reward(it.response, it.answer, choices=it.choices, kind=it.kind)
+
+        return list(self._threads.map(one, items))
+
+    def stats(self) -> dict:
+        return {"math_checks": self.math.checks, "math_failures": dict(self.math.failures)}
+
+
+SPEC = declare(
+    EndpointSpec(
+        name="accuracy",
+        tasks=(Task.UND,),
+        settings=AccuracySettings,
+        parse_item=parse_item,
+        item_of=item_of,
+        make_scorer=AccuracyScorer,
+        title="pairuni accuracy reward",
+    )
+)

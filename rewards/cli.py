@@ -1,13 +1,10 @@
-"""``pairuni serve rewards --config RUN.yaml [rewards.key=value ...]``: run the reward endpoints.
+"""The rewards config of ``pairuni serve rewards`` (``deploy/serving.py``), and
+``pairuni serve cleanup``.
 
-The CLI owner registers it under the ``serve`` group::
-
-    serve = sub.add_parser("serve", ...).add_subparsers(dest="serve_command", required=True)
-    add_serve_rewards_command(serve)
-
-It does what ``serve run deploy/serve_rewards.yaml`` does, from our config: the ``rewards``
-section of a run config (or a file holding only that section), dotted overrides, validated,
-then one Serve application per endpoint in ``rewards.endpoints`` at ``/<endpoint>``.
+``pairuni serve rewards`` does what ``serve run deploy/serve_rewards.yaml`` does, from our
+config: the ``rewards`` section of a run config (or a file holding only that section), dotted
+overrides, validated (``load_rewards_config``), then one Serve application per endpoint in
+``rewards.endpoints`` at ``/<endpoint>``.
 """
 
 from __future__ import annotations
@@ -36,8 +33,10 @@ def load_rewards_config(
             raise ValueError(f"{p}: the top level must be a mapping")
         if "rewards" in raw:
             data = dict(raw["rewards"] or {})
-        elif not any(isinstance(v, dict) for v in raw.values()):
-            data = raw  # a rewards-only file
+        elif not any(
+            isinstance(v, dict) and k not in RewardsConfig.sections() for k, v in raw.items()
+        ):
+            data = raw  # a rewards-only file (its only mappings are endpoint sections)
         # else: a run config without a rewards section -> the defaults
     tree = apply_overrides(
         {"rewards": data}, [o if o.startswith("rewards.") else f"rewards.{o}" for o in overrides]
@@ -45,58 +44,6 @@ def load_rewards_config(
     cfg = from_dict(RewardsConfig, tree["rewards"], prefix="rewards.")
     cfg.validate()
     return cfg
-
-
-def serve_rewards(args: argparse.Namespace) -> None:
-    """Start Ray (or join ``--address``), run the endpoints, block until Ctrl-C."""
-    import ray
-
-    from models.serving import hold_until_interrupted
-    from rewards.serve import run_endpoints
-
-    cfg = load_rewards_config(args.config, args.overrides)
-    cfg.check_deployable(cfg.endpoints)
-
-    def start() -> None:
-        run_endpoints(cfg)
-        for e in cfg.endpoints:
-            print(
-                f"{e}: POST http://{cfg.host}:{cfg.port}/{e}/score  "
-                f"(GET /{e}/healthz{', /dual/version' if e == 'dual' else ''})",
-                flush=True,
-            )
-
-    ray.init(address=args.address, logging_level="WARNING")
-    hold_until_interrupted(start, args.detach)
-
-
-def add_serve_rewards_command(subparsers) -> argparse.ArgumentParser:
-    """Register ``rewards`` on the ``serve`` group's sub-parsers; returns its parser.
-
-    The parser's ``func`` default is ``serve_rewards(args)`` (``args.config``,
-    ``args.overrides``, ``args.address``, ``args.detach``).
-    """
-    p = subparsers.add_parser(
-        "rewards", help="run the reward endpoints (accuracy, HPSv2, DSR) on Ray Serve"
-    )
-    p.add_argument(
-        "--config",
-        default=None,
-        help="YAML run config (its `rewards:` section) or a rewards-only YAML",
-    )
-    p.add_argument(
-        "--address", default=None, help="Ray cluster address to join (default: start a local one)"
-    )
-    p.add_argument(
-        "--detach",
-        action="store_true",
-        help="return once the endpoints run (they keep running in the cluster)",
-    )
-    p.add_argument(
-        "overrides", nargs="*", help="dotted overrides, e.g. rewards.hps_max_batch_size=32"
-    )
-    p.set_defaults(func=serve_rewards)
-    return p
 
 
 def serve_cleanup(args: argparse.Namespace) -> int:

@@ -9,17 +9,22 @@ DSR eq. 3, through the unified-model adapter (``models``):
 
 The scorer needs the *current* policy: ``apply_named_weights`` copies a new weight version
 (name -> numpy array, the trainable parameters the learner publishes) into it. Pure
-torch/numpy: no ray (``rewards/serve.py`` wraps it as a deployment).
+torch/numpy, no ray; torch is imported where weights are copied, so that the ``dual``
+endpoint's declaration at the end of this module is read without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from models.config import DTYPES, check
+from models.tasks import TASKS as ALL_TASKS
 from models.tasks import Task
+from rewards.spec import EndpointSettings, EndpointSpec, Scorer, declare
+from rewards.types import Limits, RewardInputError, image_field, text_field
 
 TASKS: dict[str, Callable] = {
     Task.UND.display: lambda model, images, texts: model.dual_likelihood_understanding(
@@ -38,6 +43,8 @@ def apply_named_weights(model, named: dict) -> int:
     Every name must be a parameter of ``model.module`` with the same shape; nothing is copied if
     one is not (the model stays at its old version).
     """
+    import torch
+
     params = dict(model.module.named_parameters())
     unknown = sorted(set(named) - set(params))
     if unknown:
@@ -70,14 +77,17 @@ class DualScorer:
         dtype: str = "float32",
         seed: int = 0,
         batch_size: int = 8,
+        arch: str = "janus",
     ):
         if model is None:
-            from models import load_unified_model, tiny_unified_model
+            from models.config import ModelConfig
+            from models.registry import build_policy
 
-            if model_path:
-                model = load_unified_model(model_path, dtype=dtype, device=device)
-            else:
-                model = tiny_unified_model(seed=seed).to(device)
+            # The builder the learner and the rollout workers use: the same parameter names,
+            # so the policy's weight versions load into this copy.
+            model = build_policy(
+                ModelConfig(arch=arch, path=model_path, dtype=dtype, device=device, seed=seed)
+            )
         self.model = model
         self.batch_size = batch_size
         self.version = 0
@@ -106,3 +116,122 @@ class DualScorer:
                 for i, r in zip(chunk, scores):
                     out[i] = float(r)
         return out
+
+
+# ---- the endpoint ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DualItem:
+    """One request item: ``task`` (understanding | generation), ``image``, ``text``: for
+    understanding the input image and the sampled answer, for generation the generated image
+    and the prompt."""
+
+    task: str
+    image: np.ndarray  # [H, W, 3] uint8
+    text: str
+
+
+DUAL_TASKS = tuple(t.display for t in ALL_TASKS)
+
+
+def parse_item(item: dict, field: str, lim: Limits) -> DualItem:
+    """A request item -> ``DualItem``; ``RewardInputError`` naming the field if bad."""
+    task = item.get("task")
+    if task not in DUAL_TASKS:
+        raise RewardInputError(f"{field}.task", f"{task!r} is not one of {list(DUAL_TASKS)}")
+    return DualItem(task, image_field(item, field, lim), text_field(item, "text", field, lim))
+
+
+def item_of(rollout) -> dict | None:
+    """R_U: the input image given the sampled answer (None for an empty answer: it has no
+    likelihood to score); R_G: the prompt given the generated image."""
+    if rollout.task == Task.UND:
+        if not (rollout.text or "").strip():
+            return None
+        return {"task": Task.UND.display, "image": rollout.request.image, "text": rollout.text}
+    return {"task": Task.GEN.display, "image": rollout.image, "text": rollout.request.prompt}
+
+
+@dataclass(frozen=True)
+class DualSettings(EndpointSettings):
+    """The DSR endpoint (``rewards.dual.*``): a scoring copy of the policy."""
+
+    max_batch_size: int = 8
+    arch: str = "janus"
+    """Model family of the scoring copy (``model.arch`` of the run it scores for)."""
+    model_path: str = ""
+    """Local unified-model checkpoint directory. Empty: the tiny random model (tests)."""
+    device: str = "cpu"
+    """Torch device of the scoring copy of the policy."""
+    dtype: str = "float32"
+    """Parameter dtype of the scoring copy, float32 | bfloat16 | float16."""
+    seed: int = 0
+    """Seed of the tiny random model when model_path is empty."""
+
+    def check_settings(self, key: str) -> None:
+        from models.registry import FAMILIES
+
+        super().check_settings(key)
+        check(
+            self.arch in FAMILIES,
+            f"{key}.arch",
+            self.arch,
+            f"must be a registered model family, one of {list(FAMILIES)}",
+            "use the run's model.arch",
+        )
+        check(
+            self.device == "cpu" or self.device.startswith("cuda"),
+            f"{key}.device",
+            self.device,
+            "must be cpu, cuda or cuda:N",
+            "use cpu without a GPU",
+        )
+        check(
+            self.dtype in DTYPES,
+            f"{key}.dtype",
+            self.dtype,
+            f"must be one of {DTYPES}",
+            "use float32 on CPU, bfloat16 on GPU",
+        )
+
+
+class DualEndpointScorer(Scorer):
+    """The replica's ``DualScorer``; follows the policy's weight versions."""
+
+    def __init__(self, s: DualSettings):
+        self.model = DualScorer(
+            model_path=s.model_path,
+            device=s.device,
+            dtype=s.dtype,
+            seed=s.seed,
+            batch_size=s.max_batch_size,
+            arch=s.arch,
+        )
+
+    def score(self, items: list[DualItem]) -> list[float]:
+        return self.model.score(
+            [it.task for it in items], [it.image for it in items], [it.text for it in items]
+        )
+
+    @property
+    def version(self) -> int:
+        return self.model.version
+
+    def load_weights(self, named: dict, version: int) -> int:
+        return self.model.load_weights(named, version)
+
+    def stats(self) -> dict:
+        return {"version": self.model.version}
+
+
+SPEC = declare(
+    EndpointSpec(
+        name="dual",
+        tasks=(Task.UND, Task.GEN),
+        settings=DualSettings,
+        parse_item=parse_item,
+        item_of=item_of,
+        make_scorer=DualEndpointScorer,
+        title="pairuni DSR dual-likelihood reward",
+        follows_policy=True,
+    )
+)

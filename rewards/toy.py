@@ -32,13 +32,17 @@ Half of it says how close the image is, half that it is exactly right:
 
 A prompt outside the grammar is not scored (``None``, which the endpoint reports as a
 failed reward, never as a number). HPSv2 stays the real-world default; this judge says
-nothing about real images. Pure numpy: no ray.
+nothing about real images. Pure numpy: no ray. The end of this module declares the
+``toy_judge`` endpoint (items as hps's: image + prompt).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from models.tasks import Task
 from pairing.toyworld import (
     BACKGROUNDS,
     COLOURS,
@@ -49,6 +53,8 @@ from pairing.toyworld import (
     quadrant_of,
     shape_placements,
 )
+from rewards import hps
+from rewards.spec import EndpointSettings, EndpointSpec, Scorer, declare
 
 PALETTE_NAMES = (*COLOURS, *BACKGROUNDS)
 MAX_DIST = 96.0
@@ -135,3 +141,43 @@ def toy_judge_reward(image: np.ndarray, prompt: str) -> float | None:
     """``reward_of_terms`` of the image's four terms; None outside the toy grammar."""
     terms = judge_terms(image, prompt)
     return None if terms is None else reward_of_terms(terms)
+
+
+# ---- the endpoint ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ToyJudgeSettings(EndpointSettings):
+    """The toy judge endpoint (``rewards.toy_judge.*``; toy world only)."""
+
+    max_batch_size: int = 64
+    batch_wait_s: float = 0.005
+    num_cpus: float = 0.25
+
+
+class ToyJudgeScorer(Scorer):
+    """Rules only; each reward reports its four terms and its strict success as details."""
+
+    def __init__(self, s: ToyJudgeSettings):
+        pass
+
+    def score_detailed(self, items: list) -> list[tuple[float, dict[str, float]]]:
+        out = []
+        for it in items:
+            details = judge_details(it.image, it.prompt)
+            if details is None:  # outside the toy grammar: a failed reward, no details
+                out.append((float("nan"), {}))
+            else:
+                out.append((reward_of_terms(details), details))
+        return out
+
+
+SPEC = declare(
+    EndpointSpec(
+        name="toy_judge",
+        tasks=(Task.GEN,),
+        settings=ToyJudgeSettings,
+        parse_item=hps.parse_item,  # the same item: image + prompt
+        item_of=hps.item_of,
+        make_scorer=ToyJudgeScorer,
+        title="pairuni toy-world judge",
+    )
+)

@@ -6,15 +6,9 @@ items. Over HTTP images are base64 PNG strings; through a handle they are uint8 
 naming the field (``items[3].image``) and an HTTP status, so a bad request gets a 4xx that a
 person can act on and never reaches a model.
 
-Item fields per endpoint:
-
-* accuracy: ``response`` (str, may be empty: a rollout can say nothing), ``answer``
-  (non-empty str), ``kind`` (choice | math | text, default choice), ``choices`` (list of
-  option texts, dict letter -> text, or null).
-* hps: ``image``, ``prompt`` (non-empty str).
-* dual: ``task`` (understanding | generation), ``image``, ``text`` (non-empty str): for
-  understanding the input image and the sampled answer, for generation the generated image
-  and the prompt.
+Each endpoint's item fields are its parser's (``EndpointSpec.parse_item``, in the endpoint's
+module, built from ``text_field`` and ``image_field`` here; its item class's docstring lists
+them: ``rewards.accuracy.AccuracyItem``, ``rewards.hps.ImagePromptItem``, ...).
 """
 
 from __future__ import annotations
@@ -22,18 +16,11 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import string
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
-
-from models.tasks import TASKS
-from rewards.accuracy import KINDS, gold_letter
-
-DUAL_TASKS = tuple(t.display for t in TASKS)
-LETTERS = string.ascii_uppercase
 
 
 class RewardInputError(ValueError):
@@ -61,27 +48,6 @@ class Limits:
         return cls(
             cfg.max_items_per_request, cfg.max_text_chars, cfg.min_image_side, cfg.max_image_side
         )
-
-
-@dataclass(frozen=True)
-class AccuracyItem:
-    response: str
-    answer: str
-    kind: str = "choice"
-    choices: list[str] | dict[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class HpsItem:
-    image: np.ndarray  # [H, W, 3] uint8
-    prompt: str
-
-
-@dataclass(frozen=True)
-class DualItem:
-    task: str
-    image: np.ndarray  # [H, W, 3] uint8
-    text: str
 
 
 def encode_png(image: np.ndarray) -> str:
@@ -134,7 +100,9 @@ def decode_image(value: Any, field: str, lim: Limits) -> np.ndarray:
         raise RewardInputError(field, "image data is truncated or corrupt", status=415) from None
 
 
-def _text(item: dict, key: str, field: str, lim: Limits, *, empty_ok: bool = False) -> str:
+def text_field(item: dict, key: str, field: str, lim: Limits, *, empty_ok: bool = False) -> str:
+    """``item[key]`` as a string (``field.key`` named when missing, not a string, empty unless
+    ``empty_ok``, or longer than the limit)."""
     if key not in item:
         raise RewardInputError(f"{field}.{key}", "missing")
     value = item[key]
@@ -149,72 +117,20 @@ def _text(item: dict, key: str, field: str, lim: Limits, *, empty_ok: bool = Fal
     return value
 
 
-def _check_choice_keys(choices: list | dict, field: str) -> None:
-    """1 to 26 options, lettered A, B, C, ... in order (a dict's keys, either case)."""
-    if not 1 <= len(choices) <= len(LETTERS):
-        raise RewardInputError(field, f"{len(choices)} options; 1 to {len(LETTERS)} (A-Z)")
-    if isinstance(choices, dict):
-        keys = [k.strip().upper() for k in choices]
-        if keys != list(LETTERS[: len(keys)]):
-            raise RewardInputError(
-                field, f"keys {list(choices)} must be the letters A, B, C, ... in order"
-            )
-
-
-def _accuracy_item(item: dict, field: str, lim: Limits) -> AccuracyItem:
-    response = _text(item, "response", field, lim, empty_ok=True)
-    answer = _text(item, "answer", field, lim)
-    kind = item.get("kind", "choice")
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise RewardInputError(f"{field}.kind", f"{kind!r} is not one of {sorted(KINDS)}")
-    choices = item.get("choices")
-    ok = (
-        choices is None
-        or (isinstance(choices, list) and all(isinstance(c, str) for c in choices))
-        or (
-            isinstance(choices, dict)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in choices.items())
-        )
-    )
-    if not ok:
-        raise RewardInputError(
-            f"{field}.choices", "expected null, a list of strings or an object letter -> string"
-        )
-    if choices is not None:
-        _check_choice_keys(choices, f"{field}.choices")
-    if kind == "choice":
-        try:
-            gold_letter(answer, choices)
-        except ValueError as e:
-            raise RewardInputError(f"{field}.answer", str(e)) from None
-    return AccuracyItem(response, answer, kind, choices)
-
-
-def _image(item: dict, field: str, lim: Limits) -> np.ndarray:
+def image_field(item: dict, field: str, lim: Limits) -> np.ndarray:
+    """``item["image"]`` decoded (``decode_image``), ``field.image`` named when wrong."""
     if "image" not in item:
         raise RewardInputError(f"{field}.image", "missing")
     return decode_image(item["image"], f"{field}.image", lim)
 
 
-def _hps_item(item: dict, field: str, lim: Limits) -> HpsItem:
-    return HpsItem(_image(item, field, lim), _text(item, "prompt", field, lim))
-
-
-def _dual_item(item: dict, field: str, lim: Limits) -> DualItem:
-    task = item.get("task")
-    if task not in DUAL_TASKS:
-        raise RewardInputError(f"{field}.task", f"{task!r} is not one of {list(DUAL_TASKS)}")
-    return DualItem(task, _image(item, field, lim), _text(item, "text", field, lim))
-
-
-ITEM_PARSERS = {"accuracy": _accuracy_item, "hps": _hps_item, "dual": _dual_item}
-"""Endpoint name -> parser of one request item."""
-
-
 def parse_request(endpoint: str, payload: Any, lim: Limits) -> list:
     """Validate a decoded request ``{"items": [...]}`` into typed items (or raise)."""
-    if endpoint not in ITEM_PARSERS:
-        raise ValueError(f"unknown endpoint {endpoint!r}; valid: {sorted(ITEM_PARSERS)}")
+    from rewards.spec import endpoints
+
+    specs = endpoints()
+    if endpoint not in specs:
+        raise ValueError(f"unknown endpoint {endpoint!r}; valid: {sorted(specs)}")
     if not isinstance(payload, dict):
         raise RewardInputError(
             "body",
@@ -232,7 +148,7 @@ def parse_request(endpoint: str, payload: Any, lim: Limits) -> list:
             f"{len(items)} items; at most {lim.max_items} per request (split the batch)",
             status=413,
         )
-    parse_item = ITEM_PARSERS[endpoint]
+    parse_item = specs[endpoint].parse_item
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):

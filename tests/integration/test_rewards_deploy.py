@@ -10,12 +10,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from models.config import ConfigError
-from rewards.cli import add_serve_rewards_command, load_rewards_config, serve_rewards
+from deploy.serving import add_serve_rewards_command, serve_rewards
+from models.config import ConfigError, from_dict
+from rewards.cli import load_rewards_config
 from rewards.config import RewardsConfig
 from rewards.serve import build_app, config_from_args, deployment_options
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cfg(**sections) -> RewardsConfig:
+    return from_dict(RewardsConfig, sections, prefix="rewards.")
 
 
 def test_serve_yaml_applications_build_with_their_config():
@@ -31,19 +36,21 @@ def test_serve_yaml_applications_build_with_their_config():
         names.append(app["name"])
     assert names == ["accuracy", "hps", "dual"]
     hps = config_from_args(spec["applications"][1]["args"])
-    assert (hps.hps_num_gpus, hps.hps_device, hps.hps_precision) == (0.25, "cuda", "bf16")
+    assert (hps.hps.num_gpus, hps.hps.device, hps.hps.precision) == (0.25, "cuda", "bf16")
+    # every declared endpoint has its builder, named after it
+    app = importlib.import_module("rewards.serve").toy_judge_app({})
+    assert app._bound_deployment.name == "toy_judge"
 
 
 def test_deployment_options_follow_config():
-    fixed = deployment_options(RewardsConfig(hps_num_replicas=3), "hps")
-    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    fixed = deployment_options(_cfg(hps={"num_replicas": 3}), "hps")
+    assert (
+        fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed and fixed["name"] == "hps"
+    )
     assert fixed["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0.0}
     auto = deployment_options(
-        RewardsConfig(
-            dual_min_replicas=1,
-            dual_max_replicas=4,
-            dual_num_gpus=0.5,
-            dual_device="cuda",
+        _cfg(
+            dual={"min_replicas": 1, "max_replicas": 4, "num_gpus": 0.5, "device": "cuda"},
             target_ongoing_requests=3.0,
         ),
         "dual",
@@ -57,8 +64,10 @@ def test_deployment_options_follow_config():
     assert deployment_options(RewardsConfig(), "accuracy")["ray_actor_options"]["num_gpus"] == 0.0
     with pytest.raises(ValueError, match=r"valid: \['accuracy', 'dual', 'hps', 'toy_judge'\]"):
         build_app("clip", {})
-    with pytest.raises(ConfigError, match="rewards.hps_arch"):
-        build_app("hps", {"hps_arch": "ViT-Q"})
+    with pytest.raises(ConfigError, match=r"rewards\.hps\.arch"):
+        build_app("hps", {"hps": {"arch": "ViT-Q"}})
+    with pytest.raises(ConfigError, match=r"rewards\.hps\.arch"), pytest.warns(FutureWarning):
+        build_app("hps", {"hps_arch": "ViT-Q"})  # a flat key of an earlier release
 
 
 def test_serve_rewards_command_parses_config_and_overrides(tmp_path):
@@ -77,19 +86,22 @@ def test_serve_rewards_command_parses_config_and_overrides(tmp_path):
             "rewards",
             "--config",
             str(run),
-            "rewards.hps_max_batch_size=32",
-            "accuracy_max_replicas=2",
+            "rewards.hps.max_batch_size=32",
+            "accuracy.max_replicas=2",
         ]
     )
     assert args.func is serve_rewards
     cfg = load_rewards_config(args.config, args.overrides)
     assert cfg.endpoints == ("accuracy",) and cfg.port == 8123
-    assert cfg.hps_max_batch_size == 32 and cfg.accuracy_max_replicas == 2
+    assert cfg.hps.max_batch_size == 32 and cfg.accuracy.max_replicas == 2
+    with pytest.warns(FutureWarning):  # the flat keys of earlier releases still work
+        old = load_rewards_config(str(run), ["rewards.hps_max_batch_size=32"])
+    assert old.hps.max_batch_size == 32
     # A rewards-only file works too; an unknown key is an error naming it.
     only = tmp_path / "rewards.yaml"
-    only.write_text("hps_arch: tiny\n")
-    assert load_rewards_config(str(only)).hps_arch == "tiny"
-    with pytest.raises(ConfigError, match="rewards.hps_batch"):
-        load_rewards_config(None, ["rewards.hps_batch=3"])
+    only.write_text("hps: {arch: tiny}\nport: 8124\n")
+    assert load_rewards_config(str(only)).hps.arch == "tiny"
+    with pytest.raises(ConfigError, match=r"rewards\.hps\.batch"):
+        load_rewards_config(None, ["rewards.hps.batch=3"])
     with pytest.raises(ConfigError, match="rewards.client_mode"):
         load_rewards_config(None, ["rewards.client_mode=grpc"])

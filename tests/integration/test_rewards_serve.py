@@ -20,10 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from rewards.accuracy import accuracy_reward
+from rewards.accuracy import AccuracySettings, accuracy_reward
 from rewards.client import RewardClient
 from rewards.config import RewardsConfig
-from rewards.hps import HpsScorer
+from rewards.dual import DualSettings
+from rewards.hps import HpsScorer, HpsSettings
 from rewards.types import encode_png
 
 MAX_ITEMS = 8
@@ -44,20 +45,15 @@ def served(ray_local):
     cfg = RewardsConfig(
         endpoints=("accuracy", "hps", "dual", "toy_judge"),
         port=_free_port(),
-        hps_arch="tiny",
-        hps_seed=5,
-        hps_max_batch_size=8,
-        hps_batch_wait_s=0.05,
-        accuracy_num_cpus=0.5,
-        hps_num_cpus=1.0,
-        dual_num_cpus=1.0,
+        hps=HpsSettings(arch="tiny", seed=5, max_batch_size=8, batch_wait_s=0.05, num_cpus=1.0),
+        accuracy=AccuracySettings(num_cpus=0.5, math_timeout_s=3.0),
+        dual=DualSettings(num_cpus=1.0),
         max_items_per_request=MAX_ITEMS,
         max_image_side=512,
         client_chunk_size=4,
         client_timeout_s=30.0,
         client_max_retries=1,
         client_backoff_s=0.05,
-        accuracy_math_timeout_s=3.0,
     )
     handles = run_endpoints(cfg)
     yield cfg, handles, f"http://127.0.0.1:{cfg.port}"
@@ -97,8 +93,8 @@ def test_http_scores_match_the_callables(served):
     body = {"items": [{"image": encode_png(i), "prompt": p} for i, p in zip(imgs, prompts)]}
     r = httpx.post(f"{url}/hps/score", json=body, timeout=30)
     assert r.status_code == 200, r.text
-    # The replica's weights are the tiny model seeded with hps_seed: same scores here.
-    local = HpsScorer("tiny", seed=cfg.hps_seed).score(imgs, prompts)
+    # The replica's weights are the tiny model seeded with hps.seed: same scores here.
+    local = HpsScorer("tiny", seed=cfg.hps.seed).score(imgs, prompts)
     assert np.allclose(r.json()["rewards"], local, atol=1e-5)
 
     assert httpx.get(f"{url}/hps/healthz").json()["status"] == "ok"
@@ -152,7 +148,7 @@ def test_handle_api_takes_uint8_arrays(served):
         .score.remote({"items": [{"image": im, "prompt": "a dog"} for im in imgs]})
         .result(timeout_s=60)
     )
-    local = HpsScorer("tiny", seed=cfg.hps_seed).score(imgs, ["a dog"] * 2)
+    local = HpsScorer("tiny", seed=cfg.hps.seed).score(imgs, ["a dog"] * 2)
     assert np.allclose(got["rewards"], local, atol=1e-5)
 
 
@@ -255,7 +251,7 @@ def test_dual_loads_weight_versions_from_the_object_store(served):
         {"task": "understanding", "image": imgs[0], "text": "a red ball"},
         {"task": "generation", "image": imgs[1], "text": "a cat on a mat"},
     ]
-    policy = tiny_unified_model(seed=0)  # dual_seed=0: the replica's version 0
+    policy = tiny_unified_model(seed=0)  # dual.seed=0: the replica's version 0
     v0 = handles["dual"].score.remote({"items": items}).result(timeout_s=60)
     assert v0["version"] == 0
     ref_scores = DualScorer(policy).score(
@@ -272,6 +268,7 @@ def test_dual_loads_weight_versions_from_the_object_store(served):
     n = handles["dual"].load_weights.remote(ray.put(named), 1).result(timeout_s=60)
     assert n == len(named)
     assert httpx.get(f"{url}/dual/version").json() == {"version": 1}
+    assert httpx.get(f"{url}/hps/version").status_code == 404  # follows no policy
     want = DualScorer(policy).score([i["task"] for i in items], imgs, [i["text"] for i in items])
     v1 = handles["dual"].score.remote({"items": items}).result(timeout_s=60)
     assert v1["version"] == 1
@@ -301,7 +298,7 @@ def test_client_gives_nan_only_to_rollouts_it_could_not_score(served, mode):
     items = [*good[:4], {"image": _images(1)[0], "prompt": ""}, *good[4:]]  # chunk 2 is bad
     client = RewardClient("hps", cfg, mode=mode, url=f"{url}/hps", handle=handles["hps"])
     got = client.score(items)
-    local = HpsScorer("tiny", seed=cfg.hps_seed).score(
+    local = HpsScorer("tiny", seed=cfg.hps.seed).score(
         [it["image"] for it in good], [it["prompt"] for it in good]
     )
     # Chunks of 4: [0..3] scored, [4..6] (the empty prompt's chunk) NaN, never 0.0.

@@ -131,7 +131,8 @@ def test_dsr_run_scores_with_the_current_policy_and_stops_on_sigterm(ray_local, 
     trainer.learners.update = update_then_sigterm
     try:
         last = trainer.fit()  # train.steps is 3
-        dual_version = trainer.dual.get_version.remote().result()
+        (dual,) = trainer.followers  # the endpoints that load every weight version
+        dual_version = dual.get_version.remote().result()
     finally:
         trainer.close()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

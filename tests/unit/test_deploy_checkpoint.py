@@ -117,21 +117,22 @@ def test_preflight_names_every_bad_path_before_anything_starts(tmp_path):
 
 
 def test_preflight_refuses_a_random_weight_hps_reward(tmp_path):
-    # rewards.hps_checkpoint="" used to build ViT-H-14 with random weights in any run
+    # rewards.hps.checkpoint="" used to build ViT-H-14 with random weights in any run
     from deploy.config import load_config
     from deploy.train import preflight
 
     manifest = tmp_path / "m.parquet"
     manifest.write_bytes(b"")
     base = ["deploy/configs/smoke.yaml", [f"train.manifest={manifest}"]]
-    cfg = load_config(RunConfig, base[0], [*base[1], "rewards.hps_arch=ViT-H-14"])
-    with pytest.raises(ValueError, match=r"rewards\.hps_checkpoint=''.*Fix: set rewards\.hps_ch"):
+    cfg = load_config(RunConfig, base[0], [*base[1], "rewards.hps.arch=ViT-H-14"])
+    with pytest.raises(ValueError, match=r"rewards\.hps\.checkpoint=''.*Fix: set rewards\.hps\.c"):
         preflight(cfg)
     missing = str(tmp_path / "HPS_v2.1_compressed.pt")
-    over = [*base[1], "rewards.hps_arch=ViT-H-14", f"rewards.hps_checkpoint={missing}"]
+    over = [*base[1], "rewards.hps.arch=ViT-H-14", f"rewards.hps.checkpoint={missing}"]
     cfg = load_config(RunConfig, base[0], over)
     with pytest.raises(ValueError, match="HPS_v2.1_compressed.pt': no such file"):
         preflight(cfg)
-    for ok in ("rewards.hps_allow_random_weights=true", "train.gen_rewards={toy_judge: 1.0}"):
-        over = [*base[1], "rewards.hps_arch=ViT-H-14", ok]
+    toy = ["rewards.endpoints=[accuracy, toy_judge]", "train.gen_rewards={toy_judge: 1.0}"]
+    for ok in (["rewards.hps.allow_random_weights=true"], toy):
+        over = [*base[1], "rewards.hps.arch=ViT-H-14", *ok]
         preflight(load_config(RunConfig, base[0], over))

@@ -99,3 +99,37 @@ def test_a_closed_pipe_is_not_a_traceback():
         os.close(write_end)
     err = r.stderr.decode()
     assert r.returncode == 141 and "Traceback" not in err, err
+
+
+def test_reward_endpoint_keys_nested_and_flat_of_earlier_releases(tmp_path):
+    keys = [k for k, _, _ in describe(RunConfig)]
+    assert "rewards.hps.max_batch_size" in keys and "rewards.toy_judge.num_cpus" in keys
+    assert not any(k.startswith("rewards.hps_") for k in keys)
+    smoke = "deploy/configs/smoke.yaml"  # nested sections: rewards: {hps: {arch: tiny, ...}}
+    cfg = load_config(RunConfig, smoke, ["rewards.hps.max_batch_size=32"])
+    assert (cfg.rewards.hps.arch, cfg.rewards.hps.max_batch_size) == ("tiny", 32)
+    # a flat key of an earlier release, in an override or a file: read as its nested key
+    with pytest.warns(FutureWarning, match=r"rewards\.hps_arch is now rewards\.hps\.arch"):
+        old = load_config(RunConfig, smoke, ["rewards.hps_arch=ViT-H-14"])
+    assert old.rewards.hps.arch == "ViT-H-14" and old.rewards.hps.num_cpus == 0.25
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"rewards": {"hps_num_cpus": 0.5, "accuracy_num_cpus": 2}}))
+    with pytest.warns(FutureWarning):
+        old = load_config(RunConfig, path, ["rewards.hps.num_cpus=0.75"])  # the override wins
+    assert (old.rewards.hps.num_cpus, old.rewards.accuracy.num_cpus) == (0.75, 2.0)
+    with (
+        pytest.raises(ConfigError, match=r"rewards\.hps\.min_replicas=3"),
+        pytest.warns(FutureWarning),
+    ):
+        load_config(RunConfig, None, ["rewards.hps_min_replicas=3"])
+
+
+def test_a_reward_term_needs_its_endpoint_listed():
+    with pytest.raises(ConfigError) as info:
+        load_config(RunConfig, None, ["train.gen_rewards={toy_judge: 1.0}"])
+    msg = str(info.value)
+    assert info.value.key == "train.gen_rewards" and "rewards.endpoints" in msg, msg
+    with pytest.raises(ConfigError, match=r"'accuracy' is not a reward term for gen rollouts"):
+        load_config(RunConfig, None, ["train.gen_rewards={accuracy: 1.0}"])
+    over = ["rewards.endpoints=[accuracy, toy_judge]", "train.gen_rewards={toy_judge: 1.0}"]
+    assert load_config(RunConfig, None, over).train.gen_rewards == {"toy_judge": 1.0}

@@ -25,7 +25,7 @@ def test_a_shortfall_lists_each_role_and_its_keys():
     msg = shortfall(demands(cfg), cpus=2.0, gpus=0.0)
     assert "asks for 2.5 CPUs and 1 GPUs; the Ray cluster has 2 CPUs and 0 GPUs" in msg
     assert "learner.num_learners x learner.learner_num_cpus" in msg
-    assert "rewards.hps_num_replicas" in msg
+    assert "rewards.hps.num_replicas" in msg
     assert shortfall(demands(load_config(RunConfig, "deploy/configs/smoke.yaml")), 2.0, 0.0) is None
 
 

@@ -103,14 +103,14 @@ def test_batched_scores_equal_one_at_a_time():
 
 def test_checkpoint_errors_name_the_path_and_key(tmp_path):
     model = build_clip("tiny")
-    with pytest.raises(FileNotFoundError, match=r"rewards\.hps_checkpoint"):
+    with pytest.raises(FileNotFoundError, match=r"rewards\.hps\.checkpoint"):
         load_hps_checkpoint(model, str(tmp_path / "missing.pt"))
     bad = tmp_path / "bad.pt"
     torch.save({"model": {}}, bad)
     with pytest.raises(ValueError, match="no 'state_dict'"):
         load_hps_checkpoint(model, str(bad))
     torch.save({"state_dict": {"visual.proj": torch.zeros(2)}}, bad)
-    with pytest.raises(ValueError, match=r"does not fit the model \(rewards\.hps_arch\)"):
+    with pytest.raises(ValueError, match=r"does not fit the model \(rewards\.hps\.arch\)"):
         load_hps_checkpoint(model, str(bad))
     with pytest.raises(ValueError, match=r"valid: \['ViT-H-14', 'tiny'\]"):
         build_clip("ViT-Z")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.config import ConfigError
+from models.config import ConfigError, from_dict
+from rewards.accuracy import AccuracyItem
 from rewards.config import RewardsConfig
+from rewards.dual import DualItem
+from rewards.hps import ImagePromptItem
 from rewards.types import (
-    AccuracyItem,
-    DualItem,
-    HpsItem,
     Limits,
     RewardInputError,
     decode_image,
@@ -50,7 +50,7 @@ def test_valid_requests_parse_into_typed_items():
     )
     assert acc == [AccuracyItem("", "B"), AccuracyItem("x", "2", "math")]
     (hps,) = parse_request("hps", {"items": [{"image": encode_png(img), "prompt": "a"}]}, LIM)
-    assert isinstance(hps, HpsItem) and hps.image.shape == (16, 16, 3)
+    assert isinstance(hps, ImagePromptItem) and hps.image.shape == (16, 16, 3)
     (dual,) = parse_request(
         "dual", {"items": [{"task": "generation", "image": img, "text": "a"}]}, LIM
     )
@@ -184,58 +184,71 @@ def test_bad_requests_name_the_field(endpoint, payload, field, status):
 
 
 def test_unknown_endpoint_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"\['accuracy', 'dual', 'hps'\]"):
+    with pytest.raises(ValueError, match=r"\['accuracy', 'dual', 'hps', 'toy_judge'\]"):
         parse_request("clip", {"items": []}, LIM)
+
+
+def _cfg(**sections) -> RewardsConfig:
+    return from_dict(RewardsConfig, sections, prefix="rewards.")
 
 
 def test_config_defaults_validate_and_errors_name_the_key():
     RewardsConfig().validate()
     cases = [
         (dict(endpoints=("accuracy", "clip")), "rewards.endpoints"),
-        (dict(hps_arch="ViT-B-32"), "rewards.hps_arch"),
-        (dict(hps_precision="fp8"), "rewards.hps_precision"),
-        (dict(hps_min_replicas=3, hps_max_replicas=2), "rewards.hps_min_replicas"),
-        (dict(accuracy_max_batch_size=0), "rewards.accuracy_max_batch_size"),
-        (dict(hps_num_gpus=0.5), "rewards.hps_device"),  # a GPU reserved but cpu used
-        (dict(dual_num_gpus=1.5), "rewards.dual_num_gpus"),
+        (dict(hps={"arch": "ViT-B-32"}), "rewards.hps.arch"),
+        (dict(hps={"precision": "fp8"}), "rewards.hps.precision"),
+        (dict(hps={"min_replicas": 3, "max_replicas": 2}), "rewards.hps.min_replicas"),
+        (dict(accuracy={"max_batch_size": 0}), "rewards.accuracy.max_batch_size"),
+        (dict(accuracy={"math_workers": 0}), "rewards.accuracy.math_workers"),
+        (dict(hps={"num_gpus": 0.5}), "rewards.hps.device"),  # a GPU reserved but cpu used
+        (dict(dual={"num_gpus": 1.5}), "rewards.dual.num_gpus"),
+        (dict(toy_judge={"num_cpus": -1}), "rewards.toy_judge.num_cpus"),
         (dict(client_mode="grpc"), "rewards.client_mode"),
-        (dict(dual_dtype="int8"), "rewards.dual_dtype"),
+        (dict(dual={"dtype": "int8"}), "rewards.dual.dtype"),
         (dict(client_chunk_size=300, max_items_per_request=256), "rewards.client_chunk_size"),
         (dict(client_backoff_s=10.0, client_backoff_max_s=5.0), "rewards.client_backoff_s"),
-        (dict(hps_arch="tiny", hps_checkpoint="/x.pt"), "rewards.hps_checkpoint"),
+        (dict(hps={"arch": "tiny", "checkpoint": "/x.pt"}), "rewards.hps.checkpoint"),
         (dict(min_image_side=300, max_image_side=200), "rewards.min_image_side"),
     ]
-    for kwargs, key in cases:
+    for sections, key in cases:
         with pytest.raises(ConfigError) as info:
-            RewardsConfig(**kwargs).validate()
-        assert info.value.key == key, kwargs
-    RewardsConfig(hps_num_gpus=0.25, hps_device="cuda", hps_precision="bf16").validate()
+            _cfg(**sections).validate()
+        assert info.value.key == key, sections
+    _cfg(hps={"num_gpus": 0.25, "device": "cuda", "precision": "bf16"}).validate()
+
+
+def test_flat_keys_of_earlier_releases_read_as_their_nested_key():
+    with pytest.warns(FutureWarning, match=r"rewards\.hps_max_batch_size is now rewards\.hps\."):
+        old = _cfg(hps_max_batch_size=32, hps_arch="tiny", accuracy_math_workers=3)
+    assert old == _cfg(hps={"max_batch_size": 32, "arch": "tiny"}, accuracy={"math_workers": 3})
+    # both forms given: the later wins (an override comes after the file's section)
+    with pytest.warns(FutureWarning):
+        assert _cfg(hps={"arch": "ViT-H-14"}, hps_arch="tiny").hps.arch == "tiny"
+        assert _cfg(hps_arch="tiny", hps={"arch": "ViT-H-14", "seed": 2}).hps.arch == "ViT-H-14"
+        assert (
+            _cfg(hps_seed=3, hps={"arch": "tiny"}).hps == _cfg(hps={"arch": "tiny", "seed": 3}).hps
+        )
+    with pytest.raises(ConfigError, match=r"rewards\.hps_batch.*did you mean"):
+        _cfg(hps_batch=3)  # neither a key nor a flat key of one: named, with the closest
 
 
 def test_every_config_field_has_a_docstring():
-    import ast
-    import inspect
+    from models.config import describe
 
-    import rewards.config as mod
-
-    tree = ast.parse(inspect.getsource(mod))
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RewardsConfig")
-    body = cls.body
-    for i, node in enumerate(body):
-        if isinstance(node, ast.AnnAssign):
-            nxt = body[i + 1]
-            assert isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant), node.target.id
+    for key, _, doc in describe(RewardsConfig, "rewards."):
+        assert doc, key
 
 
 def test_serving_hps_without_weights_is_refused_before_anything_starts():
     from rewards.serve import build_app
 
     cfg = RewardsConfig()  # ViT-H-14, no checkpoint
-    with pytest.raises(ConfigError, match=r"rewards\.hps_checkpoint.*random weights"):
+    with pytest.raises(ConfigError, match=r"rewards\.hps\.checkpoint.*random weights"):
         cfg.check_deployable(["accuracy", "hps"])
-    with pytest.raises(ConfigError, match=r"rewards\.hps_checkpoint"):
+    with pytest.raises(ConfigError, match=r"rewards\.hps\.checkpoint"):
         build_app("hps", {})  # serve run deploy/serve_rewards.yaml builds through this
     cfg.check_deployable(["accuracy"])  # no hps endpoint: nothing to refuse
-    RewardsConfig(hps_arch="tiny").check_deployable(["hps"])
-    RewardsConfig(hps_allow_random_weights=True).check_deployable(["hps"])
-    RewardsConfig(hps_checkpoint="/models/hps.pt").check_deployable(["hps"])
+    _cfg(hps={"arch": "tiny"}).check_deployable(["hps"])
+    _cfg(hps={"allow_random_weights": True}).check_deployable(["hps"])
+    _cfg(hps={"checkpoint": "/models/hps.pt"}).check_deployable(["hps"])
