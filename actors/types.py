@@ -32,7 +32,8 @@ class RolloutRequest:
     choices: tuple[str, ...] | None = None
     """Multiple-choice option texts, in letter order."""
     answer_kind: str = "choice"
-    """How the accuracy reward reads the answer: choice | math | text."""
+    """How the accuracy reward reads the answer: choice | math | text | caption (no answer:
+    DSR's captioning task)."""
     pair_weight: float = 1.0
     """Pair-GRPO weight w_p: 1 for aligned pairs, sqrt(similarity) for retrieved ones."""
     pair_kind: str = "aligned"

@@ -17,18 +17,28 @@ from PIL import Image
 from actors.types import Rollout, RolloutRequest
 from learner.advantages import combine_rewards
 from learner.objectives import advantages, simpo_pairs  # noqa: F401  (the step's helpers)
-from models.prompts import format_choices
+from models.prompts import DESCRIBE_QUESTION, format_choices
 from models.tasks import TASKS, Task
 from pairing.datasets import parse_choices
 
 
 def answer_kind(pair) -> str:
-    """How the accuracy reward reads a pair's answer: choice | math | text."""
+    """How the accuracy reward reads a pair's answer: choice | math | text; caption for
+    DSR's captioning items, which have no reference answer."""
+    if task_kind(pair) == "caption":
+        return "caption"
     if pair.choices:
         return "choice"
     if (pair.verifier or "").lower() in ("math", "math_verify", "mathverify", "numeric"):
         return "math"
     return "text"
+
+
+def task_kind(item) -> str | None:
+    """The understanding half's task: qa (question + reference answer) | caption (describe
+    the image, DSR) | None (no understanding half). Manifests from before single-task items
+    carry no field: their rows are pairs, qa."""
+    return getattr(item, "task_kind", "qa")
 
 
 def decode_image_bytes(data: bytes, where: str) -> np.ndarray:
@@ -45,19 +55,41 @@ def build_requests(
     group_sizes: tuple[int, int],
     load_image: Callable[[str], bytes],
 ) -> tuple[list, list]:
-    """Understanding and generation requests for a batch of pairs (PairUni section 2.2).
+    """Understanding and generation requests for a batch of manifest items (PairUni
+    section 2.2; DSR section 4.1).
 
-    Every pair gives one understanding request (its image + question) and one generation
+    A pair gives one understanding request (its image + question) and one generation
     request (its prompt), sampled ``group_sizes`` = (understanding, generation) times; a half
-    still marked ``needs_augmentation`` gives no request. Request ids are unique within the
-    step and seeds derive from (seed, step, request id), so a re-dispatched request samples
-    the same.
+    still marked ``needs_augmentation`` gives no request. A single-task item gives its one
+    request: a ``gen_only`` prompt, or a ``und_only`` image of the captioning task (DSR), asked
+    ``DESCRIBE_QUESTION`` with no reference answer (its reward is the dual likelihood R_U of
+    the image given the description). Request ids are unique within the step and seeds
+    derive from (seed, step, request id), so a re-dispatched request samples the same.
     """
     und_n, gen_n = group_sizes
     und, gen = [], []
     for i, p in enumerate(pairs):
         common = dict(pair_id=int(p.pair_id), pair_weight=float(p.weight), pair_kind=p.kind)
-        if p.question and p.answer is not None and p.und_image:
+        if task_kind(p) == "caption" and p.und_image:
+            rid = 2 * i
+            und.append(
+                RolloutRequest(
+                    request_id=rid,
+                    task=Task.UND,
+                    seed=_seed(seed, step, rid),
+                    # DSR states no template; the question R_G scores prompts under, so both
+                    # directions of the dual reward read one template.
+                    prompt=DESCRIBE_QUESTION,
+                    image=decode_image_bytes(
+                        load_image(p.und_image), f"item {p.pair_id} und_image"
+                    ),
+                    answer=None,
+                    answer_kind="caption",
+                    n=und_n,
+                    **common,
+                )
+            )
+        elif p.question and p.answer is not None and p.und_image:
             rid = 2 * i
             und.append(
                 RolloutRequest(
@@ -119,7 +151,7 @@ def reward_metrics(rollouts: Sequence[Rollout], rewards: torch.Tensor) -> dict[s
     out: dict[str, float] = {}
     r = rewards.double()
     for task in TASKS:
-        for kind in (None, "aligned", "retrieved"):
+        for kind in (None, "aligned", "retrieved", "und_only", "gen_only"):
             sel = [
                 i
                 for i, x in enumerate(rollouts)

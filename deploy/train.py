@@ -28,12 +28,14 @@ from deploy.dataflow import (
     build_requests,
     diversity_metrics,
     reward_metrics,
+    task_kind,
     task_rewards,
 )
 from deploy.metrics import MetricsWriter, plot_curves
 from deploy.resources import ensure_cluster
 from models.config import ConfigError
 from models.registry import family
+from models.tasks import Task
 from rewards.spec import endpoints as reward_endpoints
 from rewards.spec import request_items
 
@@ -69,6 +71,36 @@ def check_failures(rewards: torch.Tensor, limit: float, clients: dict, step: int
         )
 
 
+def caption_problems(manifest: str, und_terms: dict[str, float]) -> list[str]:
+    """A manifest with captioning items (DSR: an image, no question, no reference answer)
+    needs understanding reward terms that score a description without a reference; a term
+    whose endpoint has nothing to score in one (its spec's ``item_of`` gives None, as
+    accuracy's does) would fail every such rollout, so it is refused up front."""
+    import numpy as np
+
+    from actors.types import Rollout, RolloutRequest
+    from models.prompts import DESCRIBE_QUESTION
+    from pairing.manifest import read_manifest
+
+    captions = sum(1 for p in read_manifest(manifest) if task_kind(p) == "caption")
+    if not captions:
+        return []
+    probe = RolloutRequest(
+        0, 0, Task.UND, DESCRIBE_QUESTION, 1, 0, image=np.zeros((8, 8, 3), np.uint8)
+    )
+    rollout = Rollout(probe, 0, np.ones(1, np.int64), np.zeros(1, np.float32), 0, text="a cat")
+    blind = [t for t in und_terms if request_items(t, [rollout])[0] == []]
+    return (
+        [
+            f"train.und_rewards has {blind}: {manifest} holds {captions} captioning items (no "
+            "reference answer), which these endpoints cannot score; use the dual reward "
+            "(train.und_rewards={dual: 1.0}, DSR) or a manifest of question items"
+        ]
+        if blind
+        else []
+    )
+
+
 def preflight(cfg: RunConfig, resume: str | None = None) -> None:
     """The paths a run reads, checked before anything starts: an actor whose constructor
     fails on a missing file is restarted by Ray and the driver waits on it forever."""
@@ -90,6 +122,8 @@ def preflight(cfg: RunConfig, resume: str | None = None) -> None:
         cfg.rewards.check_deployable(terms)
     except ConfigError as e:
         problems.append(str(e))
+    if manifest and Path(manifest).is_file():
+        problems += caption_problems(manifest, cfg.train.und_rewards)
     hps = cfg.rewards.hps.checkpoint
     if "hps" in terms and hps and not Path(hps).is_file():
         problems.append(f"rewards.hps.checkpoint={hps!r}: no such file")

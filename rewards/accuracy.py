@@ -477,9 +477,12 @@ def parse_item(item: dict, field: str, lim: Limits) -> AccuracyItem:
     return AccuracyItem(response, answer, kind, choices)
 
 
-def item_of(rollout) -> dict:
-    """An understanding rollout's item: its answer text against the request's reference."""
+def item_of(rollout) -> dict | None:
+    """An understanding rollout's item: its answer text against the request's reference;
+    None for a request without one (DSR's captioning task: nothing to check)."""
     q = rollout.request
+    if q.answer is None:
+        return None
     return {
         "response": rollout.text or "",
         "answer": q.answer,

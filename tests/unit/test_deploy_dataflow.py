@@ -196,3 +196,61 @@ def test_options_are_listed_once():
     listed = "Which colour is shown?\nA. red\nB. green"
     assert question_with_choices(listed, ("red", "green")) == listed
     assert question_with_choices("What is 2+2?", ()) == "What is 2+2?"
+
+
+def _single(pid, kind):
+    """A DSR item as the unpaired manifest writes it (pairing.manifest, kind und_only /
+    gen_only)."""
+    und = kind == "und_only"
+    return Pair(
+        pair_id=pid,
+        kind=kind,
+        similarity=1.0,
+        weight=1.0,
+        und_image="img:red" if und else None,
+        question="" if und else None,
+        choices=(),
+        answer=None,
+        category="caption" if und else "color",
+        und_source="coco" if und else None,
+        verifier=None,
+        gen_image=None,
+        prompt=None if und else "a red cube on a blue table",
+        needs_augmentation=None,
+        task_kind="caption" if und else None,
+        gen_source=None if und else "t2i_compbench",
+    )
+
+
+def test_single_task_items_give_their_one_request():
+    from models.prompts import DESCRIBE_QUESTION
+
+    items = [_single(0, "und_only"), _single(1, "gen_only"), _pair(2)]
+    und, gen = build_requests(items, 3, 0, (4, 2), IMAGES.__getitem__)
+    # the captioning item: the describe question, no reference answer, its own group
+    assert [r.pair_id for r in und] == [0, 2] and [r.pair_id for r in gen] == [1, 2]
+    cap = und[0]
+    assert cap.prompt == DESCRIBE_QUESTION and cap.answer is None and cap.choices is None
+    assert cap.answer_kind == "caption" and cap.n == 4 and cap.pair_kind == "und_only"
+    assert cap.image.shape == (8, 8, 3) and cap.pair_weight == 1.0
+    assert gen[0].prompt == "a red cube on a blue table" and gen[0].n == 2
+    assert und[1].answer == "A" and und[1].answer_kind == "choice"  # pairs are unchanged
+
+
+def test_caption_rollouts_are_scored_by_dual_and_not_by_accuracy(tmp_path):
+    from deploy.train import caption_problems
+    from pairing.manifest import write_manifest
+    from rewards.spec import request_items
+
+    und, _ = build_requests([_single(0, "und_only")], 0, 0, (1, 1), IMAGES.__getitem__)
+    r = Rollout(und[0], 0, np.ones(3, np.int64), np.zeros(3, np.float32), 0, text="a red cat")
+    assert request_items("accuracy", [r]) == ([], [])  # nothing to check: no reference
+    kept, items = request_items("dual", [r])
+    assert kept == [r] and len(items) == 1
+    path = tmp_path / "m.parquet"
+    write_manifest([_single(0, "und_only"), _single(1, "gen_only")], path)
+    assert caption_problems(str(path), {"dual": 1.0}) == []
+    (msg,) = caption_problems(str(path), {"accuracy": 1.0, "dual": 1.0})
+    assert "['accuracy']" in msg and "1 captioning items" in msg and "train.und_rewards" in msg
+    write_manifest([_pair(0)], path)
+    assert caption_problems(str(path), {"accuracy": 1.0}) == []
