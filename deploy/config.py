@@ -29,6 +29,7 @@ from models.config import (  # noqa: F401  (the config machinery, re-exported fo
     validate_all,
     write_resolved,
 )
+from models.tasks import Task
 from rewards.config import RewardsConfig
 from rewards.spec import endpoints as reward_endpoints
 
@@ -74,6 +75,10 @@ class TrainSection:
     gen_rewards: dict[str, float] = field(default_factory=lambda: {"hps": 1.0})
     """Reward terms of generation rollouts and their weights (hps | dual | toy_judge); each
     term is the reward endpoint of its name, which rewards.endpoints must list."""
+    tasks: tuple[str, ...] = ("und", "gen")
+    """The tasks trained (DSR section 4.5's strategies): und and gen jointly (the default,
+    PairUni and DSR's unified model), or one alone. A task left out gets no requests, no
+    rollout workers and no reward endpoints; its reward terms are ignored."""
     max_failed_reward_fraction: float = 0.25
     """A step whose share of NaN (failed) rewards exceeds this stops the run."""
     checkpoint_every: int = 0
@@ -113,17 +118,34 @@ class TrainSection:
             "must be >= 0",
             "use 0 to checkpoint only at the end",
         )
-        for key, terms in (
-            ("train.und_rewards", self.und_rewards),
-            ("train.gen_rewards", self.gen_rewards),
-        ):
+        names = tuple(t.value for t in Task)
+        check(
+            bool(self.tasks) and all(t in names for t in self.tasks),
+            "train.tasks",
+            self.tasks,
+            f"must be a non-empty subset of {list(names)}",
+            "use [und, gen] (joint), [und] or [gen]",
+        )
+        for task in self.tasks:
+            key = f"train.{task}_rewards"
             check(
-                bool(terms),
+                bool(self.rewards(task)),
                 key,
-                terms,
-                "needs at least one reward term",
+                getattr(self, f"{task}_rewards"),
+                f"needs at least one reward term (train.tasks trains {task})",
                 "e.g. {accuracy: 1.0} for und, {hps: 1.0} for gen",
             )
+
+    def rewards(self, task: str) -> dict[str, float]:
+        """The reward terms of ``task`` (und | gen) this run uses: none when it is not trained."""
+        if task not in self.tasks:
+            return {}
+        return dict(getattr(self, f"{Task(task).value}_rewards"))
+
+    @property
+    def terms(self) -> dict[str, float]:
+        """Every reward term the run uses (the endpoints it deploys), over its tasks."""
+        return {k: v for task in self.tasks for k, v in self.rewards(task).items()}
 
 
 @dataclass(frozen=True)
@@ -246,8 +268,8 @@ class RunConfig:
     """The toy-world quickstart (deploy/quickstart.py)."""
 
     def validate(self) -> None:
-        for task, key in (("und", "train.und_rewards"), ("gen", "train.gen_rewards")):
-            terms = getattr(self.train, f"{task}_rewards")
+        for task in self.train.tasks:
+            key, terms = f"train.{task}_rewards", self.train.rewards(task)
             valid = reward_terms(task)
             for term in terms:
                 check(
@@ -266,7 +288,7 @@ class RunConfig:
                     f"add {term} to rewards.endpoints, or drop the term",
                 )
         dsr = self.learner.algorithm.startswith("dsr")
-        uses_dual = "dual" in self.train.und_rewards or "dual" in self.train.gen_rewards
+        uses_dual = "dual" in self.train.terms
         check(
             not dsr or uses_dual,
             "learner.algorithm",

@@ -54,6 +54,7 @@ def build_requests(
     seed: int,
     group_sizes: tuple[int, int],
     load_image: Callable[[str], bytes],
+    tasks: Sequence[str] = ("und", "gen"),
 ) -> tuple[list, list]:
     """Understanding and generation requests for a batch of manifest items (PairUni
     section 2.2; DSR section 4.1).
@@ -65,12 +66,14 @@ def build_requests(
     ``DESCRIBE_QUESTION`` with no reference answer (its reward is the dual likelihood R_U of
     the image given the description). Request ids are unique within the step and seeds
     derive from (seed, step, request id), so a re-dispatched request samples the same.
+    Only the ``tasks`` trained (``train.tasks``) get requests; an item of the other task only
+    is drawn and skipped.
     """
     und_n, gen_n = group_sizes
     und, gen = [], []
     for i, p in enumerate(pairs):
         common = dict(pair_id=int(p.pair_id), pair_weight=float(p.weight), pair_kind=p.kind)
-        if task_kind(p) == "caption" and p.und_image:
+        if Task.UND in tasks and task_kind(p) == "caption" and p.und_image:
             rid = 2 * i
             und.append(
                 RolloutRequest(
@@ -89,7 +92,7 @@ def build_requests(
                     **common,
                 )
             )
-        elif p.question and p.answer is not None and p.und_image:
+        elif Task.UND in tasks and p.question and p.answer is not None and p.und_image:
             rid = 2 * i
             und.append(
                 RolloutRequest(
@@ -107,7 +110,7 @@ def build_requests(
                     **common,
                 )
             )
-        if p.prompt:
+        if p.prompt and Task.GEN in tasks:
             rid = 2 * i + 1
             gen.append(
                 RolloutRequest(

@@ -52,7 +52,7 @@ def demands(cfg) -> list[Demand]:
             "learner.num_learners x learner.learner_num_cpus / learner_num_gpus",
         ),
     ]
-    for e in sorted({**cfg.train.und_rewards, **cfg.train.gen_rewards}):
+    for e in sorted(cfg.train.terms):
         s = rw.settings(e)
         out.append(
             Demand(

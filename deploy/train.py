@@ -117,13 +117,13 @@ def preflight(cfg: RunConfig, resume: str | None = None) -> None:
             family(cfg.model.arch).check_checkpoint(cfg.model.path, "model.path")
         except (OSError, ValueError) as e:
             problems.append(str(e))
-    terms = {**cfg.train.und_rewards, **cfg.train.gen_rewards}
+    terms = cfg.train.terms
     try:
         cfg.rewards.check_deployable(terms)
     except ConfigError as e:
         problems.append(str(e))
     if manifest and Path(manifest).is_file():
-        problems += caption_problems(manifest, cfg.train.und_rewards)
+        problems += caption_problems(manifest, cfg.train.rewards("und"))
     hps = cfg.rewards.hps.checkpoint
     if "hps" in terms and hps and not Path(hps).is_file():
         problems.append(f"rewards.hps.checkpoint={hps!r}: no such file")
@@ -162,14 +162,15 @@ class Trainer:
 
         cfg = self.cfg
         t = cfg.train
-        terms = {**t.und_rewards, **t.gen_rewards}
+        terms = t.terms
         # the endpoints the terms name, each listed in rewards.endpoints (RunConfig.validate)
         names = tuple(e for e in cfg.rewards.endpoints if e in terms)
         prefix = run_app_prefix(cfg.run.name)
         self._apps = [prefix + e for e in names]  # before deploying: cleaned if partial
         self.pairing = as_actor(PairingActor, {"num_cpus": 0}).remote(t.manifest, cfg.run.seed)
-        self.text_pool = WorkerGroup.text(cfg.model, cfg.rollout)
-        self.image_pool = WorkerGroup.image(cfg.model, cfg.rollout)
+        # a task that is not trained (train.tasks) has no workers
+        self.text_pool = WorkerGroup.text(cfg.model, cfg.rollout) if "und" in t.tasks else None
+        self.image_pool = WorkerGroup.image(cfg.model, cfg.rollout) if "gen" in t.tasks else None
         self.learners = LearnerGroup(cfg.model, cfg.learner.with_horizon(cfg.train.steps))
         handles = run_endpoints(cfg.rewards, names, app_prefix=prefix)
         self.clients = {
@@ -198,8 +199,9 @@ class Trainer:
         """Publish the learner's weights once; every consumer loads that version."""
         t0 = time.perf_counter()
         ref = self.learners.publish_weights()
-        self.text_pool.broadcast_weights(ref)
-        self.image_pool.broadcast_weights(ref)
+        for pool in (self.text_pool, self.image_pool):
+            if pool is not None:
+                pool.broadcast_weights(ref)
         for endpoint in self.followers:
             endpoint.load_weights.remote(ref.ref, ref.version, ref.manifest).result()
         self.version = ref.version
@@ -218,19 +220,33 @@ class Trainer:
         from pairing.datasets import load_image_ref
 
         und_reqs, gen_reqs = build_requests(
-            batch.pairs, self.step_num, cfg.run.seed, cfg.rollout.group_sizes(), load_image_ref
+            batch.pairs,
+            self.step_num,
+            cfg.run.seed,
+            cfg.rollout.group_sizes(),
+            load_image_ref,
+            tasks=t.tasks,
         )
-        und_job, gen_job = self.text_pool.submit(und_reqs), self.image_pool.submit(gen_reqs)
-        und, gen = gather(und_job, gen_job)
-        times["time/text_rollout"], times["time/image_rollout"] = und_job.seconds, gen_job.seconds
+        jobs = {
+            name: pool.submit(reqs)
+            for name, pool, reqs in (
+                ("text", self.text_pool, und_reqs),
+                ("image", self.image_pool, gen_reqs),
+            )
+            if pool is not None
+        }
+        done = dict(zip(jobs, gather(*jobs.values())))
+        und, gen = done.get("text", []), done.get("image", [])
+        for name, job in jobs.items():
+            times[f"time/{name}_rollout"] = job.seconds
         t1 = time.perf_counter()
-        score(und, t.und_rewards, self.clients)
-        score(gen, t.gen_rewards, self.clients)
+        score(und, t.rewards("und"), self.clients)
+        score(gen, t.rewards("gen"), self.clients)
         rollouts = und + gen
         rewards = torch.cat(
             [
-                task_rewards(und, t.und_rewards, cfg.learner.reward_combine),
-                task_rewards(gen, t.gen_rewards, cfg.learner.reward_combine),
+                task_rewards(und, t.rewards("und"), cfg.learner.reward_combine),
+                task_rewards(gen, t.rewards("gen"), cfg.learner.reward_combine),
             ]
         )
         try:

@@ -256,3 +256,23 @@ def test_dsr_unpaired_captioning_run(ray_local, tmp_path):
         for k in kinds:
             if k in row:
                 assert -10.0 < row[k] < 0, (k, row[k])
+
+
+def test_one_task_alone(ray_local, tmp_path):
+    # DSR section 4.5: a task trained alone; the other task has no workers and no endpoint
+    from deploy.train import Trainer
+
+    manifest = _manifest(tmp_path)
+    for task, other in (("gen", "und"), ("und", "gen")):
+        cfg = _cfg(tmp_path, manifest, f"only_{task}", f"train.tasks=[{task}]", "train.steps=1")
+        trainer = Trainer(cfg)
+        try:
+            assert getattr(trainer, {"und": "image_pool", "gen": "text_pool"}[task]) is None
+            assert set(trainer.clients) == set(cfg.train.rewards(task))
+            trainer.fit()
+        finally:
+            trainer.close()
+        (row,) = _rows(tmp_path / f"only_{task}")
+        assert row[f"tokens/{task}"] > 0 and row[f"tokens/{other}"] == 0
+        assert f"reward/{task}_mean" in row and f"reward/{other}_mean" not in row
+        assert row["reward/nan_count"] == 0 and math.isfinite(row["loss"])

@@ -254,3 +254,34 @@ def test_caption_rollouts_are_scored_by_dual_and_not_by_accuracy(tmp_path):
     assert "['accuracy']" in msg and "1 captioning items" in msg and "train.und_rewards" in msg
     write_manifest([_pair(0)], path)
     assert caption_problems(str(path), {"accuracy": 1.0}) == []
+
+
+def test_one_task_alone_gets_only_its_requests():
+    # DSR section 4.5: understanding or generation trained alone (train.tasks)
+    items = [_pair(0), _single(1, "und_only"), _single(2, "gen_only")]
+    und, gen = build_requests(items, 0, 0, (2, 2), IMAGES.__getitem__, tasks=("gen",))
+    assert und == [] and [r.pair_id for r in gen] == [0, 2]
+    und, gen = build_requests(items, 0, 0, (2, 2), IMAGES.__getitem__, tasks=("und",))
+    assert gen == [] and [r.pair_id for r in und] == [0, 1]
+
+
+def test_train_tasks_pick_the_terms_and_endpoints():
+    from deploy.config import RunConfig
+    from deploy.resources import demands
+    from models.config import ConfigError, load_config
+
+    gen_only = load_config(
+        RunConfig,
+        None,
+        ["train.tasks=[gen]", "rewards.endpoints=[hps]", "train.und_rewards={accuracy: 1.0}"],
+    )  # accuracy is not listed: fine, understanding is not trained
+    assert gen_only.train.terms == {"hps": 1.0} and gen_only.train.rewards("und") == {}
+    assert [d.role for d in demands(gen_only) if d.role.startswith("reward")] == [
+        "reward endpoint hps"
+    ]
+    with pytest.raises(ConfigError, match=r"train\.tasks"):
+        load_config(RunConfig, None, ["train.tasks=[caption]"])
+    with pytest.raises(ConfigError, match=r"train\.tasks"):
+        load_config(RunConfig, None, ["train.tasks=[]"])
+    with pytest.raises(ConfigError, match=r"train\.gen_rewards.*train\.tasks trains gen"):
+        load_config(RunConfig, None, ["train.tasks=[gen]", "train.gen_rewards={}"])
