@@ -54,7 +54,7 @@ def _pair_id(pair, i: int):
 class PairingActor:
     """Batches of pairs from a manifest path or a list of pairs, epoch after epoch."""
 
-    def __init__(self, source, seed: int = 0):
+    def __init__(self, source, seed: int = 0, tasks: tuple[str, ...] | None = None):
         if isinstance(source, (str, os.PathLike)):
             from pairing.manifest import read_manifest
 
@@ -70,6 +70,14 @@ class PairingActor:
             origin = "pairs"
         if not pairs:
             raise ValueError(f"{origin}: no pairs to stream; the manifest is empty")
+        if tasks is not None:
+            # a run training some tasks only streams the items that have a half for them
+            # (an epoch is then a pass over those): generation alone skips und_only images
+            from pairing.manifest import item_tasks
+
+            pairs = [p for p in pairs if set(item_tasks(p)) & set(tasks)]
+            if not pairs:
+                raise ValueError(f"{origin}: no item has a half for train.tasks={list(tasks)}")
         self.pairs = pairs
         self.weights = np.array(
             [

@@ -79,6 +79,17 @@ class TrainSection:
     """The tasks trained (DSR section 4.5's strategies): und and gen jointly (the default,
     PairUni and DSR's unified model), or one alone. A task left out gets no requests, no
     rollout workers and no reward endpoints; its reward terms are ignored."""
+    strategy: str = "joint"
+    """joint: one policy trains train.tasks (default) | alternate: DSR section 4.5's two
+    models, a generation model and an understanding model from the same start, trained in
+    turns, one epoch each, each rewarded by the other's (frozen) dual likelihood
+    (``deploy/alternate.py``). With alternate, train.steps is ignored: each turn is one pass
+    over the items of its task."""
+    alternate_epochs: int = 2
+    """alternate: turns in all (each one epoch of one model); DSR trains 5 epochs, not stating
+    how they split between the two models."""
+    alternate_first: str = "gen"
+    """alternate: the model trained in the first turn, gen | und (DSR does not say)."""
     max_failed_reward_fraction: float = 0.25
     """A step whose share of NaN (failed) rewards exceeds this stops the run."""
     checkpoint_every: int = 0
@@ -119,6 +130,27 @@ class TrainSection:
             "use 0 to checkpoint only at the end",
         )
         names = tuple(t.value for t in Task)
+        check(
+            self.strategy in ("joint", "alternate"),
+            "train.strategy",
+            self.strategy,
+            "must be joint or alternate",
+            "use joint (one model) or alternate (DSR section 4.5's two models)",
+        )
+        check(
+            self.strategy == "joint" or set(self.tasks) == set(names),
+            "train.tasks",
+            self.tasks,
+            "alternate trains both tasks, one model each; train.tasks is for joint runs",
+            "leave train.tasks at [und, gen]",
+        )
+        check(
+            self.alternate_epochs >= 1 and self.alternate_first in names,
+            "train.alternate_epochs" if self.alternate_epochs < 1 else "train.alternate_first",
+            self.alternate_epochs if self.alternate_epochs < 1 else self.alternate_first,
+            "alternate_epochs must be >= 1 and alternate_first und or gen",
+            "use alternate_epochs 2, alternate_first gen",
+        )
         check(
             bool(self.tasks) and all(t in names for t in self.tasks),
             "train.tasks",
@@ -287,6 +319,14 @@ class RunConfig:
                     f"{list(self.rewards.endpoints)} does not list",
                     f"add {term} to rewards.endpoints, or drop the term",
                 )
+        check(
+            self.train.strategy == "joint"
+            or (self.train.rewards("und") == {"dual": 1.0} == self.train.rewards("gen")),
+            "train.strategy",
+            self.train.strategy,
+            "alternate rewards each model with the other's dual likelihood alone",
+            "set train.und_rewards={dual: 1.0} and train.gen_rewards={dual: 1.0}",
+        )
         dsr = self.learner.algorithm.startswith("dsr")
         uses_dual = "dual" in self.train.terms
         check(

@@ -20,6 +20,7 @@ from learner.objectives import advantages, simpo_pairs  # noqa: F401  (the step'
 from models.prompts import DESCRIBE_QUESTION, format_choices
 from models.tasks import TASKS, Task
 from pairing.datasets import parse_choices
+from pairing.manifest import item_tasks
 
 
 def answer_kind(pair) -> str:
@@ -73,7 +74,8 @@ def build_requests(
     und, gen = [], []
     for i, p in enumerate(pairs):
         common = dict(pair_id=int(p.pair_id), pair_weight=float(p.weight), pair_kind=p.kind)
-        if Task.UND in tasks and task_kind(p) == "caption" and p.und_image:
+        halves = [t for t in item_tasks(p) if t in tasks]
+        if Task.UND in halves and task_kind(p) == "caption":
             rid = 2 * i
             und.append(
                 RolloutRequest(
@@ -92,7 +94,7 @@ def build_requests(
                     **common,
                 )
             )
-        elif Task.UND in tasks and p.question and p.answer is not None and p.und_image:
+        elif Task.UND in halves:
             rid = 2 * i
             und.append(
                 RolloutRequest(
@@ -110,7 +112,7 @@ def build_requests(
                     **common,
                 )
             )
-        if p.prompt and Task.GEN in tasks:
+        if Task.GEN in halves:
             rid = 2 * i + 1
             gen.append(
                 RolloutRequest(

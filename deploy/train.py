@@ -167,7 +167,12 @@ class Trainer:
         names = tuple(e for e in cfg.rewards.endpoints if e in terms)
         prefix = run_app_prefix(cfg.run.name)
         self._apps = [prefix + e for e in names]  # before deploying: cleaned if partial
-        self.pairing = as_actor(PairingActor, {"num_cpus": 0}).remote(t.manifest, cfg.run.seed)
+        # one task alone streams only the items that have a half for it (joint training
+        # streams every item, as before)
+        only = None if set(t.tasks) == {task.value for task in Task} else tuple(t.tasks)
+        self.pairing = as_actor(PairingActor, {"num_cpus": 0}).remote(
+            t.manifest, cfg.run.seed, only
+        )
         # a task that is not trained (train.tasks) has no workers
         self.text_pool = WorkerGroup.text(cfg.model, cfg.rollout) if "und" in t.tasks else None
         self.image_pool = WorkerGroup.image(cfg.model, cfg.rollout) if "gen" in t.tasks else None
@@ -177,7 +182,13 @@ class Trainer:
             k: RewardClient(k, cfg.rewards, handle=handles.get(k), app=prefix + k) for k in terms
         }
         # endpoints that score with the policy (DSR) load every weight version it publishes
-        self.followers = [h for e, h in handles.items() if reward_endpoints()[e].follows_policy]
+        # (unless told not to: the alternating strategy's dual endpoint holds the other model)
+        self.followers = [
+            h
+            for e, h in handles.items()
+            if reward_endpoints()[e].follows_policy
+            and getattr(cfg.rewards.settings(e), "follow_policy", True)
+        ]
         self.step_num, self.version = 0, 0
         if resume:
             ckpt, state, rng = checkpoint.load(resume)
@@ -430,6 +441,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_config(RunConfig, args.config, args.overrides)
     install_signal_handlers()  # before start-up: a SIGTERM there stops the run cleanly too
+    if cfg.train.strategy == "alternate":
+        from deploy.alternate import run_alternating
+
+        state, signum = run_alternating(cfg, resume=args.resume is not None)
+        print(f"run directory: {cfg.run.dir}\nmodels: {state['models']}")
+        if signum is not None:
+            print(f"stopped by signal {signum}; resume with --resume {cfg.run.dir}")
+            return 128 + signum
+        return 0
     trainer = Trainer(cfg, resume=args.resume)
     try:
         path = trainer.fit()

@@ -193,3 +193,19 @@ def iter_manifest(path: str, batch_size: int = 1024) -> Iterator[Pair]:
 
 def read_manifest(path: str) -> list[Pair]:
     return list(iter_manifest(path))
+
+
+def item_tasks(item) -> tuple[str, ...]:
+    """The tasks (und, gen) a manifest item gives a request for: an understanding half is an
+    image with a question and a reference answer, or an image to describe (task_kind
+    caption); a generation half is a prompt. A half still to be written by augmentation
+    gives none. The driver builds requests by this rule (``deploy.dataflow.build_requests``)."""
+    get = item.get if isinstance(item, dict) else lambda k, d=None: getattr(item, k, d)
+    out = []
+    if get("und_image") and (
+        get("task_kind", "qa") == "caption" or (get("question") and get("answer") is not None)
+    ):
+        out.append("und")
+    if get("prompt"):
+        out.append("gen")
+    return tuple(out)

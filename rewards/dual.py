@@ -166,6 +166,10 @@ class DualSettings(EndpointSettings):
     """Parameter dtype of the scoring copy, float32 | bfloat16 | float16."""
     seed: int = 0
     """Seed of the tiny random model when model_path is empty."""
+    follow_policy: bool = True
+    """Load every weight version the trained policy publishes (DSR's self-reward). False:
+    score with the checkpoint at model_path, frozen (the alternating strategy, DSR section
+    4.5, where each model is rewarded by the other's likelihoods)."""
 
     def check_settings(self, key: str) -> None:
         from models.registry import FAMILIES

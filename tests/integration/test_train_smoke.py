@@ -276,3 +276,55 @@ def test_one_task_alone(ray_local, tmp_path):
         assert row[f"tokens/{task}"] > 0 and row[f"tokens/{other}"] == 0
         assert f"reward/{task}_mean" in row and f"reward/{other}_mean" not in row
         assert row["reward/nan_count"] == 0 and math.isfinite(row["loss"])
+
+
+def test_dsr_alternating_two_models(ray_local, tmp_path):
+    # DSR section 4.5 at smoke scale: a generation turn rewarded by the (frozen) start model,
+    # then an understanding turn rewarded by the generation model's export.
+    from deploy.alternate import run_alternating
+    from pairing.cli import run_pair
+    from pairing.config import PairingConfig, UnpairedSources
+    from pairing.toyworld import write_dsr_world
+
+    world = write_dsr_world(tmp_path / "dsr_world", seed=0, n=2)
+    src = UnpairedSources(
+        prompts=tuple(world["prompts"]),
+        coco_captions=tuple(world["coco_captions"]),
+        coco_image_root=world["coco_image_root"],
+        journeydb=tuple(world["journeydb"]),
+    )
+    pcfg = PairingConfig(mode="unpaired", unpaired=src, output_dir=str(tmp_path / "pairs"))
+    pcfg.validate()
+    run_pair(pcfg, strict=True)
+    cfg = _cfg(
+        tmp_path,
+        str(tmp_path / "pairs" / "manifest.parquet"),
+        "alt",
+        "learner.algorithm=dsr_grpo",
+        "rewards.endpoints=[dual]",
+        "train.und_rewards={dual: 1.0}",
+        "train.gen_rewards={dual: 1.0}",
+        "train.strategy=alternate",
+        "train.alternate_epochs=2",
+        "train.pairs_per_step=4",
+        "rollout.text_workers=1",
+    )
+    state, signum = run_alternating(cfg)
+    assert signum is None and state["turns_done"] == 2
+    gen_model, und_model = state["models"]["gen"], state["models"]["und"]
+    assert (tmp_path / "alt" / "models" / "gen" / "config.json").is_file()
+    gen_rows, und_rows = _rows(tmp_path / "alt" / "gen"), _rows(tmp_path / "alt" / "und")
+    assert len(gen_rows) == 1 and len(und_rows) == 1  # 2 prompts / 4; 4 images / 4
+    assert gen_rows[0]["tokens/und"] == 0 and und_rows[0]["tokens/gen"] == 0
+    for row in gen_rows + und_rows:
+        # an empty description has no likelihood to score (NaN, zero advantage, counted);
+        # the random tiny model ends some at once
+        assert row["reward/nan_count"] <= 0.25 * row["rollout/count"]
+        assert math.isfinite(row["loss"]) and row["reward_term/dual_mean"] < 0
+    und_cfg = (tmp_path / "alt" / "und" / "config.yaml").read_text()
+    assert gen_model in und_cfg and "follow_policy: false" in und_cfg
+    assert und_model.endswith("models/und")
+    # done: a second call with resume has nothing left; without it, it refuses
+    assert run_alternating(cfg, resume=True)[0]["turns_done"] == 2
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_alternating(cfg)
