@@ -82,7 +82,10 @@ def caption_problems(manifest: str, und_terms: dict[str, float]) -> list[str]:
     from models.prompts import DESCRIBE_QUESTION
     from pairing.manifest import read_manifest
 
-    captions = sum(1 for p in read_manifest(manifest) if task_kind(p) == "caption")
+    try:
+        captions = sum(1 for p in read_manifest(manifest) if task_kind(p) == "caption")
+    except Exception as e:  # pyarrow raises several types for a bad file
+        return [f"train.manifest={manifest!r}: cannot be read ({type(e).__name__}: {e})"]
     if not captions:
         return []
     probe = RolloutRequest(

@@ -24,6 +24,7 @@ ALGORITHMS: dict[str, tuple[str | None, str]] = {
     "grpo": ("grpo", "clip"),
     "dsr_grpo": ("grpo", "clip"),
     "dsr_simpo": (None, "simpo"),
+    "simpo": (None, "simpo"),  # online SimPO on any reward (DSR appendix A.4: CLIP score)
 }
 """algorithm -> (advantage estimator in ADV_ESTIMATORS or None, objective in OBJECTIVES)."""
 
@@ -39,7 +40,8 @@ class LearnerConfig:
 
     # --- algorithm ---
     algorithm: str = "pair_grpo"
-    """pair_grpo (PairUni) | grpo | dsr_grpo (DSR with GRPO) | dsr_simpo (DSR online SimPO)."""
+    """pair_grpo (PairUni) | grpo | dsr_grpo (DSR with GRPO) | dsr_simpo (DSR online SimPO) |
+    simpo (online SimPO on other rewards, e.g. DSR appendix A.4's CLIP score)."""
 
     # --- advantages (learner.advantages) ---
     adv_scale: str = "group"

@@ -148,20 +148,30 @@ class HpsScorer:
         batch_size: int = 64,
     ):
         import open_clip
+
+        model = build_clip(arch, seed)
+        if checkpoint:
+            load_hps_checkpoint(model, checkpoint)
+        self._setup(model, open_clip.get_tokenizer("ViT-H-14"), device, precision, batch_size)
+
+    def _setup(self, model, tokenizer, device: str, precision: str, batch_size: int) -> None:
+        """Place ``model`` (an OpenCLIP model) and keep what ``score`` needs."""
         import torch
 
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; valid: {sorted(PRECISIONS)}")
-        self.model = build_clip(arch, seed)
-        if checkpoint:
-            load_hps_checkpoint(self.model, checkpoint)
+        self.model = model
         self.device = torch.device(device)
         self.model.to(self.device)
         self.dtype = getattr(torch, PRECISIONS[precision])
         self.batch_size = batch_size
-        self.tokenizer = open_clip.get_tokenizer("ViT-H-14")  # bundled BPE, context 77
+        self.tokenizer = tokenizer  # bundled BPE, context 77
         size = self.model.visual.image_size
         self.image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
+
+    def pixels(self, image: np.ndarray | Image.Image) -> torch.Tensor:
+        """One image -> the model's normalised input (HPS: ``preprocess``, hpsv2's padding)."""
+        return preprocess(image, self.image_size)
 
     def _autocast(self):
         import torch
@@ -182,7 +192,7 @@ class HpsScorer:
         with torch.inference_mode():
             for s in range(0, len(prompts), self.batch_size):
                 pix = torch.stack(
-                    [preprocess(im, self.image_size) for im in images[s : s + self.batch_size]]
+                    [self.pixels(im) for im in images[s : s + self.batch_size]]
                 )  # [B, 3, S, S]
                 tok = self.tokenizer(list(prompts[s : s + self.batch_size]))  # [B, 77]
                 pix = pix.to(self.device, non_blocking=True)
@@ -213,6 +223,32 @@ def item_of(rollout) -> dict:
     return {"image": rollout.image, "prompt": rollout.request.prompt}
 
 
+def check_placement(s, key: str) -> None:
+    """The device / precision / GPU checks of an OpenCLIP scorer's settings (``s``: fields
+    device, precision, num_gpus), errors naming ``<key>.<field>``."""
+    check(
+        s.precision in PRECISIONS,
+        f"{key}.precision",
+        s.precision,
+        f"must be one of {tuple(PRECISIONS)}",
+        "use bf16 on GPU, fp32 on CPU",
+    )
+    check(
+        s.device == "cpu" or s.device.startswith("cuda"),
+        f"{key}.device",
+        s.device,
+        "must be cpu, cuda or cuda:N",
+        "use cpu without a GPU",
+    )
+    check(
+        s.num_gpus == 0 or s.device.startswith("cuda"),
+        f"{key}.device",
+        s.device,
+        "replicas that reserve a GPU must run on it",
+        f"set {key}.device=cuda",
+    )
+
+
 @dataclass(frozen=True)
 class HpsSettings(EndpointSettings):
     """The HPSv2 endpoint (``rewards.hps.*``)."""
@@ -240,33 +276,13 @@ class HpsSettings(EndpointSettings):
             "use ViT-H-14 with a published HPS checkpoint",
         )
         check(
-            self.precision in PRECISIONS,
-            f"{key}.precision",
-            self.precision,
-            f"must be one of {tuple(PRECISIONS)}",
-            "use bf16 on GPU, fp32 on CPU",
-        )
-        check(
-            self.device == "cpu" or self.device.startswith("cuda"),
-            f"{key}.device",
-            self.device,
-            "must be cpu, cuda or cuda:N",
-            "use cpu without a GPU",
-        )
-        check(
             not (self.arch == "tiny" and self.checkpoint),
             f"{key}.checkpoint",
             self.checkpoint,
             "a published checkpoint needs arch=ViT-H-14",
             f"set {key}.arch=ViT-H-14",
         )
-        check(
-            self.num_gpus == 0 or self.device.startswith("cuda"),
-            f"{key}.device",
-            self.device,
-            "replicas that reserve a GPU must run on it",
-            f"set {key}.device=cuda",
-        )
+        check_placement(self, key)
 
     def check_deployable(self, key: str) -> None:
         check(

@@ -26,7 +26,7 @@ from typing import Any
 
 from models.config import check
 
-BUILTIN = ("rewards.accuracy", "rewards.hps", "rewards.dual", "rewards.toy")
+BUILTIN = ("rewards.accuracy", "rewards.hps", "rewards.dual", "rewards.toy", "rewards.clip_score")
 """Modules that declare the built-in endpoints (imported by ``endpoints()``)."""
 
 

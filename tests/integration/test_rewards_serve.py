@@ -22,6 +22,7 @@ from PIL import Image
 
 from rewards.accuracy import AccuracySettings, accuracy_reward
 from rewards.client import RewardClient
+from rewards.clip_score import ClipScorer, ClipScoreSettings
 from rewards.config import RewardsConfig
 from rewards.dual import DualSettings
 from rewards.hps import HpsScorer, HpsSettings
@@ -43,11 +44,12 @@ def served(ray_local):
     from rewards.serve import run_endpoints
 
     cfg = RewardsConfig(
-        endpoints=("accuracy", "hps", "dual", "toy_judge"),
+        endpoints=("accuracy", "hps", "dual", "toy_judge", "clip_score"),
         port=_free_port(),
         hps=HpsSettings(arch="tiny", seed=5, max_batch_size=8, batch_wait_s=0.05, num_cpus=1.0),
         accuracy=AccuracySettings(num_cpus=0.5, math_timeout_s=3.0),
         dual=DualSettings(num_cpus=1.0),
+        clip_score=ClipScoreSettings(arch="tiny", seed=7, num_cpus=0.25),
         max_items_per_request=MAX_ITEMS,
         max_image_side=512,
         client_chunk_size=4,
@@ -98,6 +100,12 @@ def test_http_scores_match_the_callables(served):
     assert np.allclose(r.json()["rewards"], local, atol=1e-5)
 
     assert httpx.get(f"{url}/hps/healthz").json()["status"] == "ok"
+
+    # the CLIP-score endpoint (declared in one module) serves what its scorer computes
+    r = httpx.post(f"{url}/clip_score/score", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    local = ClipScorer("tiny", seed=7).score(imgs, prompts)
+    assert np.allclose(r.json()["rewards"], local, atol=1e-5)
 
 
 def _toy_image(cells: dict, bg=(255, 255, 255)) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import shutil
 
 import numpy as np
@@ -109,8 +110,20 @@ def test_preflight_names_every_bad_path_before_anything_starts(tmp_path):
         "deploy/configs/smoke.yaml",
         [f"train.manifest={manifest}", f"model.path={tmp_path}"],
     )
-    with pytest.raises(ValueError, match="model.path: .*'multi_modality'.*pairuni model convert"):
-        preflight(cfg)  # DeepSeek's original layout: the actor would fail in its constructor
+    with pytest.raises(ValueError) as info:
+        preflight(cfg)
+    msg = str(info.value)  # every problem at once:
+    assert "cannot be read" in msg  # a manifest that is not parquet (the actor would hang)
+    # DeepSeek's original layout: the actor would fail in its constructor
+    assert re.search("model.path: .*'multi_modality'.*pairuni model convert", msg)
+    from pairing.synthetic import colour_square_manifest
+
+    manifest = colour_square_manifest(tmp_path / "data")
+    cfg = load_config(
+        RunConfig,
+        "deploy/configs/smoke.yaml",
+        [f"train.manifest={manifest}", f"model.path={tmp_path}"],
+    )
     (tmp_path / "config.json").write_text('{"model_type": "janus"}')
     preflight(cfg)
     preflight(load_config(RunConfig, "deploy/configs/smoke.yaml", [f"train.manifest={manifest}"]))
@@ -120,9 +133,9 @@ def test_preflight_refuses_a_random_weight_hps_reward(tmp_path):
     # rewards.hps.checkpoint="" used to build ViT-H-14 with random weights in any run
     from deploy.config import load_config
     from deploy.train import preflight
+    from pairing.synthetic import colour_square_manifest
 
-    manifest = tmp_path / "m.parquet"
-    manifest.write_bytes(b"")
+    manifest = colour_square_manifest(tmp_path / "data")
     base = ["deploy/configs/smoke.yaml", [f"train.manifest={manifest}"]]
     cfg = load_config(RunConfig, base[0], [*base[1], "rewards.hps.arch=ViT-H-14"])
     with pytest.raises(ValueError, match=r"rewards\.hps\.checkpoint=''.*Fix: set rewards\.hps\.c"):

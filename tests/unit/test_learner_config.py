@@ -56,7 +56,11 @@ def test_algorithms_point_into_the_registries():
 @pytest.mark.parametrize(
     "field, value, fragment",
     [
-        ("algorithm", "ppo", "must be one of ('pair_grpo', 'grpo', 'dsr_grpo', 'dsr_simpo')"),
+        (
+            "algorithm",
+            "ppo",
+            "must be one of ('pair_grpo', 'grpo', 'dsr_grpo', 'dsr_simpo', 'simpo')",
+        ),
         ("adv_scale", "zscore", "must be one of ('group', 'none')"),
         ("reward_combine", "max", "'sum_then_normalise', 'normalise_then_sum'"),
         ("loss_agg", "sum", "'token-mean', 'seq-mean-token-mean', 'task-token-mean'"),

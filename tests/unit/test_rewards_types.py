@@ -184,7 +184,9 @@ def test_bad_requests_name_the_field(endpoint, payload, field, status):
 
 
 def test_unknown_endpoint_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"\['accuracy', 'dual', 'hps', 'toy_judge'\]"):
+    with pytest.raises(
+        ValueError, match=r"\['accuracy', 'clip_score', 'dual', 'hps', 'toy_judge'\]"
+    ):
         parse_request("clip", {"items": []}, LIM)
 
 
