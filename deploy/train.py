@@ -71,6 +71,21 @@ def check_failures(rewards: torch.Tensor, limit: float, clients: dict, step: int
         )
 
 
+def policy_rewards(cfg: RunConfig):
+    """``cfg.rewards`` with the DSR endpoint's copy defaulting to the policy's own start:
+    an empty ``rewards.dual.model_path`` means ``model.path`` (of family ``model.arch``), so
+    a DSR run needs the checkpoint named once. (Empty both: the tiny random model.)"""
+    import dataclasses
+
+    dual = cfg.rewards.dual
+    if dual.model_path or not cfg.model.path:
+        return cfg.rewards
+    return dataclasses.replace(
+        cfg.rewards,
+        dual=dataclasses.replace(dual, model_path=cfg.model.path, arch=cfg.model.arch),
+    )
+
+
 def caption_problems(manifest: str, und_terms: dict[str, float]) -> list[str]:
     """A manifest with captioning items (DSR: an image, no question, no reference answer)
     needs understanding reward terms that score a description without a reference; a term
@@ -180,7 +195,7 @@ class Trainer:
         self.text_pool = WorkerGroup.text(cfg.model, cfg.rollout) if "und" in t.tasks else None
         self.image_pool = WorkerGroup.image(cfg.model, cfg.rollout) if "gen" in t.tasks else None
         self.learners = LearnerGroup(cfg.model, cfg.learner.with_horizon(cfg.train.steps))
-        handles = run_endpoints(cfg.rewards, names, app_prefix=prefix)
+        handles = run_endpoints(policy_rewards(cfg), names, app_prefix=prefix)
         self.clients = {
             k: RewardClient(k, cfg.rewards, handle=handles.get(k), app=prefix + k) for k in terms
         }

@@ -159,7 +159,9 @@ class DualSettings(EndpointSettings):
     arch: str = "janus"
     """Model family of the scoring copy (``model.arch`` of the run it scores for)."""
     model_path: str = ""
-    """Local unified-model checkpoint directory. Empty: the tiny random model (tests)."""
+    """Local unified-model checkpoint directory. Empty: the run's model.path (the policy's
+    start; the endpoint then follows its weights), or the tiny random model when that is
+    empty too (tests)."""
     device: str = "cpu"
     """Torch device of the scoring copy of the policy."""
     dtype: str = "float32"

@@ -70,3 +70,13 @@ def test_alternate_needs_dual_rewards_alone_and_both_tasks():
         load_config(RunConfig, None, [*DSR, "train.tasks=[gen]"])
     with pytest.raises(ConfigError, match=r"train\.strategy"):
         load_config(RunConfig, None, ["train.strategy=adversarial"])
+
+
+def test_the_dsr_endpoint_defaults_to_the_policys_checkpoint():
+    from deploy.train import policy_rewards
+
+    cfg = load_config(RunConfig, None, [*DSR[:-1], "model.path=/data/Janus-Pro-7B-hf"])
+    assert policy_rewards(cfg).dual.model_path == "/data/Janus-Pro-7B-hf"
+    other = load_config(RunConfig, None, [*DSR[:-1], "model.path=/a", "rewards.dual.model_path=/b"])
+    assert policy_rewards(other).dual.model_path == "/b"  # an explicit path is kept
+    assert policy_rewards(load_config(RunConfig, None, DSR[:-1])).dual.model_path == ""
