@@ -113,3 +113,18 @@ def test_no_tracked_file_points_outside_the_repository():
             continue
         bad += [f"{name}:{i}" for i, line in enumerate(text.splitlines(), 1) if needle in line]
     assert not bad, bad
+
+
+def test_reading_a_config_imports_no_model_library():
+    # `pairuni config keys`, a driver on a CPU-only head and every endpoint declaration read
+    # configs; none of them may pay for torch / transformers / open_clip (seconds each).
+    import sys
+
+    code = (
+        "import sys, deploy.config, rewards.spec; rewards.spec.endpoints(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'open_clip', 'ray') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "[]", out
