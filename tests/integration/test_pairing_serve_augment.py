@@ -39,6 +39,7 @@ def _config(tmp_path, url: str, model: str) -> PairingConfig:
         "prompt": [{"role": "user", "content": "<image>What colour is it?"}],
         "images": [{"bytes": _png_bytes(1), "path": None}],
         "reward_model": {"ground_truth": "blue"},
+        "ability": "colour",  # the Orsta task column the detection / grounding filter reads
     }
     pq.write_table(pa.Table.from_pylist([row]), tmp_path / "u.parquet")
     with tarfile.open(tmp_path / "g.tar", "w") as tar:
