@@ -62,7 +62,9 @@ def test_deployment_options_follow_config():
     }
     assert "num_replicas" not in auto and auto["ray_actor_options"]["num_gpus"] == 0.5
     assert deployment_options(RewardsConfig(), "accuracy")["ray_actor_options"]["num_gpus"] == 0.0
-    with pytest.raises(ValueError, match=r"valid: \['accuracy', 'dual', 'hps', 'toy_judge'\]"):
+    with pytest.raises(
+        ValueError, match=r"valid: \['accuracy', 'clip_score', 'dual', 'hps', 'toy_judge'\]"
+    ):
         build_app("clip", {})
     with pytest.raises(ConfigError, match=r"rewards\.hps\.arch"):
         build_app("hps", {"hps": {"arch": "ViT-Q"}})
