@@ -492,3 +492,24 @@ def add_toyworld_command(subparsers) -> None:
         print(json.dumps(info, indent=2))
 
     p.set_defaults(func=run)
+
+
+def write_dsr_manifest(out_dir: str | Path, seed: int = 0, n: int = 4) -> str:
+    """``write_dsr_world`` under ``out_dir/world``, read by ``pairuni pair
+    pairing.mode=unpaired`` into ``out_dir/pairs/manifest.parquet`` (returned): n prompts and
+    2n images (n COCO, n JourneyDB), each its own item."""
+    from pairing.cli import run_pair
+    from pairing.config import PairingConfig, UnpairedSources
+
+    out = Path(out_dir)
+    world = write_dsr_world(out / "world", seed=seed, n=n)
+    src = UnpairedSources(
+        prompts=tuple(world["prompts"]),
+        coco_captions=tuple(world["coco_captions"]),
+        coco_image_root=world["coco_image_root"],
+        journeydb=tuple(world["journeydb"]),
+    )
+    cfg = PairingConfig(mode="unpaired", unpaired=src, output_dir=str(out / "pairs"))
+    cfg.validate()
+    run_pair(cfg, strict=True)
+    return str(out / "pairs" / "manifest.parquet")

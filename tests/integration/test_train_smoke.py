@@ -204,21 +204,9 @@ def test_dsr_unpaired_captioning_run(ray_local, tmp_path):
     # prompts (gen_only) and COCO / JourneyDB images (und_only, the captioning task) from
     # `pairuni pair pairing.mode=unpaired`, trained with dual self-rewards alone.
     from deploy.train import Trainer
-    from pairing.cli import run_pair
-    from pairing.config import PairingConfig, UnpairedSources
-    from pairing.toyworld import write_dsr_world
+    from pairing.toyworld import write_dsr_manifest
 
-    world = write_dsr_world(tmp_path / "dsr_world", seed=0, n=4)
-    src = UnpairedSources(
-        prompts=tuple(world["prompts"]),
-        coco_captions=tuple(world["coco_captions"]),
-        coco_image_root=world["coco_image_root"],
-        journeydb=tuple(world["journeydb"]),
-    )
-    pcfg = PairingConfig(mode="unpaired", unpaired=src, output_dir=str(tmp_path / "pairs"))
-    pcfg.validate()
-    run_pair(pcfg, strict=True)
-    manifest = str(tmp_path / "pairs" / "manifest.parquet")
+    manifest = write_dsr_manifest(tmp_path / "dsr", seed=0, n=4)
     dsr = [
         "learner.algorithm=dsr_grpo",
         "rewards.endpoints=[dual]",
@@ -282,23 +270,11 @@ def test_dsr_alternating_two_models(ray_local, tmp_path):
     # DSR section 4.5 at smoke scale: a generation turn rewarded by the (frozen) start model,
     # then an understanding turn rewarded by the generation model's export.
     from deploy.alternate import run_alternating
-    from pairing.cli import run_pair
-    from pairing.config import PairingConfig, UnpairedSources
-    from pairing.toyworld import write_dsr_world
+    from pairing.toyworld import write_dsr_manifest
 
-    world = write_dsr_world(tmp_path / "dsr_world", seed=0, n=2)
-    src = UnpairedSources(
-        prompts=tuple(world["prompts"]),
-        coco_captions=tuple(world["coco_captions"]),
-        coco_image_root=world["coco_image_root"],
-        journeydb=tuple(world["journeydb"]),
-    )
-    pcfg = PairingConfig(mode="unpaired", unpaired=src, output_dir=str(tmp_path / "pairs"))
-    pcfg.validate()
-    run_pair(pcfg, strict=True)
     cfg = _cfg(
         tmp_path,
-        str(tmp_path / "pairs" / "manifest.parquet"),
+        write_dsr_manifest(tmp_path / "dsr", seed=0, n=2),
         "alt",
         "learner.algorithm=dsr_grpo",
         "rewards.endpoints=[dual]",

@@ -19,22 +19,9 @@ DSR = [
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    from pairing.cli import run_pair
-    from pairing.config import PairingConfig, UnpairedSources
-    from pairing.toyworld import write_dsr_world
+    from pairing.toyworld import write_dsr_manifest
 
-    tmp = tmp_path_factory.mktemp("dsr")
-    world = write_dsr_world(tmp / "world", seed=0, n=4)  # 4 prompts, 4 + 4 images
-    src = UnpairedSources(
-        prompts=tuple(world["prompts"]),
-        coco_captions=tuple(world["coco_captions"]),
-        coco_image_root=world["coco_image_root"],
-        journeydb=tuple(world["journeydb"]),
-    )
-    cfg = PairingConfig(mode="unpaired", unpaired=src, output_dir=str(tmp / "pairs"))
-    cfg.validate()
-    run_pair(cfg, strict=True)
-    return str(tmp / "pairs" / "manifest.parquet")
+    return write_dsr_manifest(tmp_path_factory.mktemp("dsr"), seed=0, n=4)  # 4 prompts, 8 images
 
 
 def test_turns_alternate_from_the_first():
