@@ -223,23 +223,40 @@ def validate_qa(obj: dict, cfg: AugmentConfig) -> dict:
     the question without option lines. Returns question, choices (the four option texts in
     letter order) and answer."""
     _exact_keys(obj, ["question", "options", "answer"])
+    question = _question(obj, cfg, "options")
+    choices, _ = _choices(obj, cfg, "options", str.casefold)
+    return {"question": question, "choices": choices, "answer": _answer(obj)}
+
+
+def _question(obj: dict, cfg: AugmentConfig, options_key: str) -> str:
+    """The question text, which must not list the options (they go under ``options_key``)."""
     question = _text(obj, "question", cfg.question_max_words)
     if re.search(r"(^|\s)\(?[A-D][\.\):]\s", question) and re.search(r"\bB[\.\):]\s", question):
-        raise ReplyError("'question' contains the options; put them only in 'options'")
-    opts = obj["options"]
+        raise ReplyError(f"'question' contains the options; put them only in '{options_key}'")
+    return question
+
+
+def _choices(obj: dict, cfg: AugmentConfig, key: str, fold) -> tuple[list[str], list[str]]:
+    """The four option texts under ``key`` (an object with keys A-D) in letter order, and
+    their ``fold``-ed forms, which must be distinct."""
+    opts = obj[key]
     if not isinstance(opts, dict):
         raise ReplyError(
-            f"'options' must be an object with keys A, B, C, D, got {type(opts).__name__}"
+            f"'{key}' must be an object with keys A, B, C, D, got {type(opts).__name__}"
         )
-    _exact_keys(opts, LETTERS, "'options'")
+    _exact_keys(opts, LETTERS, f"'{key}'")
     choices = [_text(opts, k, cfg.option_max_words) for k in LETTERS]
-    folded = [c.casefold() for c in choices]
+    folded = [fold(c) for c in choices]
     if len(set(folded)) != 4:
-        raise ReplyError(f"the four options must be distinct, got {choices}")
+        raise ReplyError(f"the four {key} must be distinct, got {choices}")
+    return choices, folded
+
+
+def _answer(obj: dict) -> str:
     answer = obj["answer"]
     if not isinstance(answer, str) or answer.strip() not in LETTERS:
         raise ReplyError(f"'answer' must be one of the letters A, B, C, D, got {answer!r}")
-    return {"question": question, "choices": choices, "answer": answer.strip()}
+    return answer.strip()
 
 
 VALIDATORS = {"caption": validate_caption, "qa": validate_qa}
@@ -259,29 +276,18 @@ def validate_quadruple(obj: dict, cfg: AugmentConfig) -> dict:
         raise ReplyError(f"give the detail prompt once, as 'detail_prompt', not as {detail}")
     key = detail[0] if detail else "detail_prompt"
     _exact_keys(obj, ["question", "choices", "answer", key])
-    question = _text(obj, "question", cfg.question_max_words)
-    if re.search(r"(^|\s)\(?[A-D][\.\):]\s", question) and re.search(r"\bB[\.\):]\s", question):
-        raise ReplyError("'question' contains the options; put them only in 'choices'")
-    opts = obj["choices"]
-    if not isinstance(opts, dict):
-        raise ReplyError(
-            f"'choices' must be an object with keys A, B, C, D, got {type(opts).__name__}"
-        )
-    _exact_keys(opts, LETTERS, "'choices'")
-    choices = [_text(opts, k, cfg.option_max_words) for k in LETTERS]
-    folded = [re.sub(r"[^\w]+", " ", c.casefold()).strip() for c in choices]
-    if len(set(folded)) != 4:
-        raise ReplyError(f"the four choices must be distinct, got {choices}")
+    question = _question(obj, cfg, "choices")
+    choices, folded = _choices(
+        obj, cfg, "choices", lambda c: re.sub(r"[^\w]+", " ", c.casefold()).strip()
+    )
     if len(_YES_NO & set(folded)) >= 2:
         raise ReplyError(
             f"a yes/no question (choices {choices}); ask about visual properties with four "
             "look-alike options instead"
         )
-    answer = obj["answer"]
-    if not isinstance(answer, str) or answer.strip() not in LETTERS:
-        raise ReplyError(f"'answer' must be one of the letters A, B, C, D, got {answer!r}")
+    answer = _answer(obj)
     prompt = _text(obj, key, cfg.caption_max_words, cfg.caption_min_words)
-    return {"question": question, "choices": choices, "answer": answer.strip(), "prompt": prompt}
+    return {"question": question, "choices": choices, "answer": answer, "prompt": prompt}
 
 
 def validate_reply(
