@@ -366,36 +366,46 @@ def _read_shard(path: str, src: GenerationSource, out: _Collector) -> None:
         out.items.append(GenItem(f"{path}#{img[0]}", img[1], prompt))
 
 
-def _read_jsonl(path: str, src: GenerationSource, out: _Collector) -> None:
-    root = Path(src.image_root or os.path.dirname(path))
+def jsonl_objects(path: str, out: _Collector):
+    """``(line number, object)`` of each line of ``path`` that holds a JSON object; an empty
+    line, invalid JSON or another JSON value is an issue of ``out`` naming the line."""
     with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
+        for n, line in enumerate(fh, start=1):
             if not line.strip():
-                out.issue(path, line_no, "<line>", "empty line")
+                out.issue(path, n, "<line>", "empty line")
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                out.issue(path, line_no, "<line>", f"not valid JSON ({e})")
+                out.issue(path, n, "<line>", f"not valid JSON ({e.msg})")
                 continue
-            rel, prompt = rec.get(src.image_field), rec.get(src.caption_field)
-            if not isinstance(rel, str) or not rel:
-                out.issue(path, line_no, src.image_field, "missing image path")
+            if not isinstance(rec, dict):
+                out.issue(path, n, "<line>", f"expected a JSON object, got {type(rec).__name__}")
                 continue
-            if not isinstance(prompt, str) or not prompt.strip():
-                out.issue(path, line_no, src.caption_field, "missing or empty caption")
-                continue
-            img_path = root / rel
-            try:
-                data = img_path.read_bytes()
-            except OSError as e:
-                out.issue(path, line_no, src.image_field, f"cannot read {img_path} ({e.strerror})")
-                continue
-            problem = image_problem(data)
-            if problem:
-                out.issue(path, line_no, src.image_field, f"{img_path}: {problem}")
-                continue
-            out.items.append(GenItem(str(img_path), data, prompt.strip()))
+            yield n, rec
+
+
+def _read_jsonl(path: str, src: GenerationSource, out: _Collector) -> None:
+    root = Path(src.image_root or os.path.dirname(path))
+    for line_no, rec in jsonl_objects(path, out):
+        rel, prompt = rec.get(src.image_field), rec.get(src.caption_field)
+        if not isinstance(rel, str) or not rel:
+            out.issue(path, line_no, src.image_field, "missing image path")
+            continue
+        if not isinstance(prompt, str) or not prompt.strip():
+            out.issue(path, line_no, src.caption_field, "missing or empty caption")
+            continue
+        img_path = root / rel
+        try:
+            data = img_path.read_bytes()
+        except OSError as e:
+            out.issue(path, line_no, src.image_field, f"cannot read {img_path} ({e.strerror})")
+            continue
+        problem = image_problem(data)
+        if problem:
+            out.issue(path, line_no, src.image_field, f"{img_path}: {problem}")
+            continue
+        out.items.append(GenItem(str(img_path), data, prompt.strip()))
 
 
 # ----------------------------------------------------------------------------- refs

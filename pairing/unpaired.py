@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pairing.config import PairingConfig, UnpairedSources
-from pairing.datasets import DataError, ReadResult, _Collector, expand_paths, image_problem
+from pairing.datasets import (
+    DataError,
+    ReadResult,
+    _Collector,
+    expand_paths,
+    image_problem,
+    jsonl_objects,
+)
 from pairing.manifest import Pair, write_manifest
 
 T2I_SOURCE, COCO_SOURCE, JDB_SOURCE = "t2i_compbench", "coco", "journeydb"
@@ -200,34 +207,20 @@ def read_journeydb(
     for path in expand_paths(paths, "pairing.unpaired.journeydb"):
         root = Path(image_root or os.path.join(os.path.dirname(path), "imgs"))
         entries: list[tuple[int, str, tuple[str, ...]]] = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    out.issue(path, n, "<line>", "empty line")
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    out.issue(path, n, "<line>", f"not valid JSON ({e.msg})")
-                    continue
-                if not isinstance(rec, dict):
-                    out.issue(
-                        path, n, "<line>", f"expected a JSON object, got {type(rec).__name__}"
-                    )
-                    continue
-                rel = rec.get(JDB_IMAGE)
-                if not isinstance(rel, str) or not rel.strip():
-                    keys = sorted(rec)[:8]
-                    out.issue(path, n, JDB_IMAGE, f"missing image path (the line's keys: {keys})")
-                    continue
-                texts = []
-                for keys in JDB_TEXTS:
-                    cur = rec
-                    for k in keys:
-                        cur = cur.get(k) if isinstance(cur, dict) else None
-                    if isinstance(cur, str) and cur.strip():
-                        texts.append(" ".join(cur.split()))
-                entries.append((n, rel, tuple(texts)))
+        for n, rec in jsonl_objects(path, out):
+            rel = rec.get(JDB_IMAGE)
+            if not isinstance(rel, str) or not rel.strip():
+                keys = sorted(rec)[:8]
+                out.issue(path, n, JDB_IMAGE, f"missing image path (the line's keys: {keys})")
+                continue
+            texts = []
+            for keys in JDB_TEXTS:
+                cur = rec
+                for k in keys:
+                    cur = cur.get(k) if isinstance(cur, dict) else None
+                if isinstance(cur, str) and cur.strip():
+                    texts.append(" ".join(cur.split()))
+            entries.append((n, rel, tuple(texts)))
         keep = _sample(len(entries), sample, seed, f"journeydb:{path}")
         if keep is not None:
             out.excluded["not_sampled"] = out.excluded.get("not_sampled", 0)
