@@ -20,7 +20,7 @@ from learner.objectives import advantages, simpo_pairs  # noqa: F401  (the step'
 from models.prompts import DESCRIBE_QUESTION, format_choices
 from models.tasks import TASKS, Task
 from pairing.datasets import parse_choices
-from pairing.manifest import item_tasks
+from pairing.manifest import item_tasks, task_kind
 
 
 def answer_kind(pair) -> str:
@@ -33,13 +33,6 @@ def answer_kind(pair) -> str:
     if (pair.verifier or "").lower() in ("math", "math_verify", "mathverify", "numeric"):
         return "math"
     return "text"
-
-
-def task_kind(item) -> str | None:
-    """The understanding half's task: qa (question + reference answer) | caption (describe
-    the image, DSR) | None (no understanding half). Manifests from before single-task items
-    carry no field: their rows are pairs, qa."""
-    return getattr(item, "task_kind", "qa")
 
 
 def decode_image_bytes(data: bytes, where: str) -> np.ndarray:

@@ -28,7 +28,6 @@ from deploy.dataflow import (
     build_requests,
     diversity_metrics,
     reward_metrics,
-    task_kind,
     task_rewards,
 )
 from deploy.metrics import MetricsWriter, plot_curves
@@ -95,7 +94,7 @@ def caption_problems(manifest: str, und_terms: dict[str, float]) -> list[str]:
 
     from actors.types import Rollout, RolloutRequest
     from models.prompts import DESCRIBE_QUESTION
-    from pairing.manifest import read_manifest
+    from pairing.manifest import read_manifest, task_kind
 
     try:
         captions = sum(1 for p in read_manifest(manifest) if task_kind(p) == "caption")

@@ -195,6 +195,15 @@ def read_manifest(path: str) -> list[Pair]:
     return list(iter_manifest(path))
 
 
+def task_kind(item) -> str | None:
+    """The understanding half's task: qa (question + reference answer) | caption (describe
+    the image, DSR) | None (no understanding half). Manifests from before single-task items
+    carry no field: their rows are pairs, qa. ``item``: a ``Pair`` or a dict."""
+    if isinstance(item, dict):
+        return item.get("task_kind", "qa")
+    return getattr(item, "task_kind", "qa")
+
+
 def item_tasks(item) -> tuple[str, ...]:
     """The tasks (und, gen) a manifest item gives a request for: an understanding half is an
     image with a question and a reference answer, or an image to describe (task_kind
@@ -203,7 +212,7 @@ def item_tasks(item) -> tuple[str, ...]:
     get = item.get if isinstance(item, dict) else lambda k, d=None: getattr(item, k, d)
     out = []
     if get("und_image") and (
-        get("task_kind", "qa") == "caption" or (get("question") and get("answer") is not None)
+        task_kind(item) == "caption" or (get("question") and get("answer") is not None)
     ):
         out.append("und")
     if get("prompt"):
