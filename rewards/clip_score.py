@@ -26,14 +26,14 @@ from PIL import Image
 from models.config import check
 from models.tasks import Task
 from rewards.hps import (
+    HpsEndpointScorer,
     HpsScorer,
-    ImagePromptItem,
     build_clip,
     check_placement,
     item_of,
     parse_item,
 )
-from rewards.spec import EndpointSettings, EndpointSpec, Scorer, declare
+from rewards.spec import EndpointSettings, EndpointSpec, declare
 
 
 class ClipScorer(HpsScorer):
@@ -108,14 +108,13 @@ class ClipScoreSettings(EndpointSettings):
         )
 
 
-class ClipEndpointScorer(Scorer):
+class ClipEndpointScorer(HpsEndpointScorer):
+    """The replica's ``ClipScorer``; scores items as the HPS endpoint does."""
+
     def __init__(self, s: ClipScoreSettings):
         self.model = ClipScorer(
             s.arch, s.checkpoint, s.device, s.precision, s.seed, s.max_batch_size
         )
-
-    def score(self, items: list[ImagePromptItem]) -> list[float]:
-        return self.model.score([it.image for it in items], [it.prompt for it in items])
 
 
 SPEC = declare(
