@@ -35,7 +35,6 @@ from deploy.resources import ensure_cluster
 from models.config import ConfigError
 from models.registry import family
 from models.tasks import Task
-from rewards.spec import endpoints as reward_endpoints
 from rewards.spec import request_items
 
 log = logging.getLogger("pairuni.train")
@@ -199,13 +198,7 @@ class Trainer:
             k: RewardClient(k, cfg.rewards, handle=handles.get(k), app=prefix + k) for k in terms
         }
         # endpoints that score with the policy (DSR) load every weight version it publishes
-        # (unless told not to: the alternating strategy's dual endpoint holds the other model)
-        self.followers = [
-            h
-            for e, h in handles.items()
-            if reward_endpoints()[e].follows_policy
-            and getattr(cfg.rewards.settings(e), "follow_policy", True)
-        ]
+        self.followers = [h for e, h in handles.items() if cfg.rewards.follows_policy(e)]
         self.step_num, self.version = 0, 0
         if resume:
             ckpt, state, rng = checkpoint.load(resume)

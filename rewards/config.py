@@ -78,6 +78,13 @@ class RewardsSection:
             )
         return section
 
+    def follows_policy(self, endpoint: str) -> bool:
+        """Whether ``endpoint`` loads every weight version the trained policy publishes: its
+        spec scores with the policy (DSR) and its settings do not freeze it
+        (``rewards.dual.follow_policy=false``: the alternating strategy's other model)."""
+        spec = endpoint_spec.get(endpoint)
+        return spec.follows_policy and getattr(self.settings(endpoint), "follow_policy", True)
+
     @classmethod
     def sections(cls) -> tuple[str, ...]:
         """The endpoints this config class has a section for."""

@@ -45,6 +45,8 @@ def test_a_turn_is_one_epoch_of_its_task_rewarded_by_the_frozen_other(manifest, 
     assert t.train.steps == 6  # its second epoch ends at step 2 x 3
     assert t.rewards.dual.model_path == "/runs/alt/models/gen"
     assert t.rewards.dual.follow_policy is False
+    assert cfg.rewards.follows_policy("dual") and not t.rewards.follows_policy("dual")
+    assert not cfg.rewards.follows_policy("hps")  # scores with its own model
     assert t.learner.lr_decay_steps == 2 * 3  # two und turns of 3 steps: one schedule
     t.learner.validate()
 
