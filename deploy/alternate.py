@@ -75,6 +75,11 @@ def turn_config(cfg: RunConfig, role: str, turns_done: int, dual_path: str) -> R
     )
 
 
+def _model_dir(cfg: RunConfig, role: str) -> Path:
+    """Where ``role``'s model is exported after each of its turns."""
+    return cfg.run.dir / "models" / role
+
+
 def _state_path(cfg: RunConfig) -> Path:
     return cfg.run.dir / "alternate.json"
 
@@ -99,15 +104,16 @@ def run_alternating(cfg: RunConfig, resume: bool = False) -> tuple[dict, int | N
             )
         state = json.loads(path.read_text())
     else:
-        state = {"turns_done": 0, "done_by_role": {"gen": 0, "und": 0}, "models": {}}
+        state = {"turns_done": 0, "models": {}}
     cfg.run.dir.mkdir(parents=True, exist_ok=True)
     write_resolved(cfg, cfg.run.dir)
     order = turn_order(cfg)
     for turn in range(state["turns_done"], len(order)):
-        role = order[turn]
+        role, done = order[turn], order[:turn]
         other = OTHER[role]
-        dual_path = state["models"].get(other, base)
-        tcfg = turn_config(cfg, role, state["done_by_role"][role], dual_path)
+        # the other model as its last turn left it; before its first turn, the start
+        dual_path = str(_model_dir(cfg, other)) if other in done else base
+        tcfg = turn_config(cfg, role, done.count(role), dual_path)
         run_dir = tcfg.run.dir
         log.info(
             "turn %d/%d: the %s model, rewarded by the %s model at %s, to step %d",
@@ -123,7 +129,7 @@ def run_alternating(cfg: RunConfig, resume: bool = False) -> tuple[dict, int | N
             trainer.fit()
             if trainer.stopped_by is not None:
                 return state, trainer.stopped_by
-            out = cfg.run.dir / "models" / role
+            out = _model_dir(cfg, role)
             tmp = out.with_name(f"{role}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             trainer.learners.export(str(tmp))
@@ -132,7 +138,6 @@ def run_alternating(cfg: RunConfig, resume: bool = False) -> tuple[dict, int | N
         finally:
             trainer.close()
         state["turns_done"] = turn + 1
-        state["done_by_role"][role] += 1
-        state["models"][role] = str(out)
+        state["models"][role] = str(out)  # for the reader; the turns are what counts
         _write_state(cfg, state)
     return state, None
