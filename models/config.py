@@ -50,12 +50,68 @@ LOGPROB_MODES = ("combined", "conditional")
 IMAGE_IMPLEMENTATIONS = ("reference", "static")  # the keys of models.unified.IMAGE_SAMPLERS
 
 
+SCHEDULES = ("cosine", "linear")  # the keys of models.showo_diffusion.SCHEDULES
+ESTIMATORS = ("one_step",)  # models.showo_diffusion.ESTIMATORS
+
+
+@dataclass(frozen=True)
+class MaskedDiffusionConfig:
+    """Image generation and scoring of a masked-diffusion family (``model.arch: showo``);
+    Janus ignores it."""
+
+    steps: int = 18
+    """Parallel unmasking steps per image (Show-o's t2i_generate default, after MaskGIT)."""
+    schedule: str = "cosine"
+    """Mask schedule gamma(r), the share still masked after progress r: cosine (Show-o) | linear."""
+    remask_temperature: float = 1.0
+    """Scale of the Gumbel noise on re-masking confidences, annealed by (1 - r) (Show-o: 1.0)."""
+    logprob_estimator: str = "one_step"
+    """Image-token log-prob estimate: one_step (diffu-GRPO, DSR appendix A.3): each token from a
+    fully masked canvas, prompt tokens randomly dropped."""
+    prompt_drop_prob: float = 0.15
+    """Probability that the one-step estimate drops each prompt text token (d1's p_mask_prompt
+    in its scripts; 0 = the whole prompt)."""
+    mask_seed: int = 0
+    """Seed mixed into each rollout's prompt-drop mask (SHA-256 of seed, prompt, tokens)."""
+
+    def validate(self) -> None:
+        check(self.steps >= 1, "model.diffusion.steps", self.steps, "must be >= 1", "use 18")
+        check(
+            self.schedule in SCHEDULES,
+            "model.diffusion.schedule",
+            self.schedule,
+            f"must be one of {SCHEDULES}",
+            "use cosine",
+        )
+        check(
+            self.remask_temperature >= 0,
+            "model.diffusion.remask_temperature",
+            self.remask_temperature,
+            "must be >= 0",
+            "use 1.0 (0: re-mask by confidence alone)",
+        )
+        check(
+            self.logprob_estimator in ESTIMATORS,
+            "model.diffusion.logprob_estimator",
+            self.logprob_estimator,
+            f"must be one of {ESTIMATORS}",
+            "use one_step",
+        )
+        check(
+            0.0 <= self.prompt_drop_prob < 1.0,
+            "model.diffusion.prompt_drop_prob",
+            self.prompt_drop_prob,
+            "must be in [0, 1)",
+            "use 0.15",
+        )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The unified model: where it loads from and how it samples."""
 
     arch: str = "janus"
-    """Model family (``models.registry.FAMILIES``): janus."""
+    """Model family (``models.registry.FAMILIES``): janus | showo."""
     path: str = ""
     """Local checkpoint directory (HF format, as published for Janus-Pro). Empty: a tiny random model."""
     dtype: str = "float32"
@@ -81,6 +137,8 @@ class ModelConfig:
     """Train the SigLIP understanding tower too (frozen by default)."""
     seed: int = 0
     """Seed of the tiny random model when path is empty."""
+    diffusion: MaskedDiffusionConfig = dataclasses.field(default_factory=MaskedDiffusionConfig)
+    """Masked-diffusion image generation (``model.arch: showo``)."""
 
     def validate(self) -> None:
         from models.registry import FAMILIES
@@ -90,7 +148,14 @@ class ModelConfig:
             "model.arch",
             self.arch,
             f"must be a registered model family, one of {list(FAMILIES)}",
-            "use 'janus' (a new family registers itself in models/registry.py)",
+            "use 'janus' or 'showo' (a new family registers itself in models/registry.py)",
+        )
+        check(
+            self.arch != "showo" or self.image_implementation == "reference",
+            "model.image_implementation",
+            self.image_implementation,
+            "Show-o has one image sampler, 'reference'",
+            "set model.image_implementation=reference with model.arch=showo",
         )
         check(
             self.dtype in DTYPES,

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from models.config import ModelConfig
     from models.interface import UnifiedPolicy
 
-FAMILIES = {"janus": "models.unified:JANUS"}
+FAMILIES = {"janus": "models.unified:JANUS", "showo": "models.showo:SHOWO"}
 """``model.arch`` -> ``module:attribute`` of its ``Family``."""
 
 
@@ -34,6 +34,9 @@ class Family:
     check_checkpoint: Callable[[str | os.PathLike, str], None]
     """``check_checkpoint(path, key)``: raise, naming ``key`` and the fix, unless ``path``
     holds a checkpoint this family loads. Cheap (no weights read): runs before any actor."""
+    configure: Callable[[UnifiedPolicy, ModelConfig], None] | None = None
+    """``configure(policy, model_cfg)``: apply the family's own ``model.*`` settings (Show-o:
+    ``model.diffusion``) to a built policy; None when it has none."""
 
 
 def family(arch: str) -> Family:
@@ -59,6 +62,8 @@ def build_policy(
     else:
         m = fam.tiny(model_cfg.seed, train_vision_tower=model_cfg.train_vision_tower)
         m.to(device, _torch_dtype(dtype))
+    if fam.configure is not None:
+        fam.configure(m, model_cfg)
     return m.eval()
 
 

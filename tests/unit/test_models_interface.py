@@ -27,10 +27,10 @@ def test_janus_is_a_unified_policy_and_a_decoder_backbone(tiny):
 
 def test_arch_is_checked_and_names_its_key():
     with pytest.raises(ConfigError, match="model.arch"):
-        ModelConfig(arch="showo").validate()
-    with pytest.raises(ValueError, match="model.arch='showo'.*janus"):
-        family("showo")
-    assert family("janus").name == "janus" and list(FAMILIES) == ["janus"]
+        ModelConfig(arch="dimoo").validate()
+    with pytest.raises(ValueError, match="model.arch='dimoo'.*janus"):
+        family("dimoo")
+    assert family("janus").name == "janus" and list(FAMILIES) == ["janus", "showo"]
 
 
 def test_one_builder_same_names_for_learner_and_worker(tiny):
