@@ -235,7 +235,10 @@ class Learner:
 
         self._params = self.model.trainable_parameters()
         optimizer = lookup(OPTIMIZERS, cfg.optimizer, "optimizer")(list(self._params.values()), cfg)
-        bucket = int(min(5e8, max(sum(p.numel() for p in self._params.values()), 1)))
+        # ZeRO asserts that the buckets are a multiple of its alignment (2); a model with an
+        # odd parameter count (the tiny Show-o) would fail: round up to a multiple of 8.
+        n_params = sum(p.numel() for p in self._params.values())
+        bucket = int(min(5e8, -(-max(n_params, 1) // 8) * 8))
         ds_config = {
             "train_micro_batch_size_per_gpu": 1,  # unused: micro-batches are cut by tokens
             "gradient_accumulation_steps": 1,  # the boundary is set explicitly per update
