@@ -457,7 +457,7 @@ def check_checkpoint_dir(path: str | os.PathLike, key: str = "model.path") -> No
     if not cfg_file.is_file():
         raise FileNotFoundError(
             f"{key}: no Show-o checkpoint at {path} (expected {cfg_file}); give a local Show-o "
-            "checkpoint directory, or write one with `pairuni model tiny --arch showo --out DIR`"
+            "checkpoint directory, or leave model.path empty for the tiny random Show-o"
         )
     try:
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))

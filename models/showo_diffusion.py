@@ -174,12 +174,11 @@ def one_step_logprobs(
     row (module docstring); differentiable through ``logits_fn``."""
     from models.showo_layout import t2i_prefix
 
-    N, K = tokens.shape
+    prefixes = [t2i_prefix(t, vocab, max_text_len) for t in text_ids]
     keep = torch.stack(
         [
-            keep_mask(prompts[i], tokens[i], t2i_prefix(text_ids[i], vocab, max_text_len), vocab,
-                      prompt_drop_prob, mask_seed)  # fmt: skip
-            for i in range(N)
+            keep_mask(p, tok, pre, vocab, prompt_drop_prob, mask_seed)
+            for p, tok, pre in zip(prompts, tokens, prefixes)
         ]
     ).to(tokens.device)  # [N, P]
     canvas = torch.full_like(tokens, vocab.mask)

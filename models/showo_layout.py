@@ -122,7 +122,7 @@ def t2i_prefix(text_ids: list[int], vocab: ShowoVocab, max_text_len: int) -> lis
     body = [vocab.t2i, vocab.bos, *text_ids, vocab.eos]
     width = max_text_len + 1
     if len(body) > width:
-        body = body[: width - 1] + [vocab.eos]
+        body = [*body[: width - 1], vocab.eos]
     return [vocab.pad] * (width - len(body)) + body
 
 
@@ -152,7 +152,7 @@ def t2i_mask(seq: torch.Tensor, vocab: ShowoVocab, keep: torch.Tensor | None, dt
     Text queries attend causally; queries in the image segment (``<|soi|>`` to ``<|eoi|>``)
     attend to every key. No query attends to a padding key or to a key ``keep [N, L]``
     (optional) marks False (a dropped prompt token)."""
-    N, L = seq.shape
+    L = seq.shape[1]
     in_image = (torch.cumsum(seq == vocab.soi, 1) - torch.cumsum(seq == vocab.eoi, 1) > 0) | (
         seq == vocab.eoi
     )  # [N, L]: <|soi|> .. <|eoi|> inclusive
@@ -183,7 +183,7 @@ def mmu_mask(valid: torch.Tensor, eoi_pos: torch.Tensor, dtype) -> torch.Tensor:
     """Omni-attention mask ``[N, 1, L, L]`` of left-padded mmu rows: ``valid [N, L]`` marks real
     tokens, ``eoi_pos [N]`` the position of each row's ``<|eoi|>``. Causal, plus every query
     sees the whole image prefix (up to ``<|eoi|>``); never a padding key."""
-    N, L = valid.shape
+    L = valid.shape[1]
     idx = torch.arange(L, device=valid.device)
     causal = idx[None, :, None] >= idx[None, None, :]  # [1, Lq, Lk]
     prefix = idx[None, None, :] <= eoi_pos[:, None, None]  # [N, 1, Lk]

@@ -105,7 +105,9 @@ def _brute_force(m, prompt, tokens, cfg_weight, mode, p, seed):
                 position_ids=torch.arange(L)[None],
             ).logits[0, P + 1 : P + 1 + K, v.image_offset : v.image_offset + v.codebook_size]
             streams.append(logits.float())
-        pol = streams[1] + cfg_weight * (streams[0] - streams[1]) if len(streams) == 2 else streams[0]
+        pol = (
+            streams[1] + cfg_weight * (streams[0] - streams[1]) if len(streams) == 2 else streams[0]
+        )
         lp = torch.log_softmax(pol, -1)
         out.append(torch.stack([lp[k, tokens[r, k]] for k in range(K)]))
     return torch.stack(out)
@@ -233,7 +235,7 @@ def test_published_layout_loads(tiny, tmp_path):
 
 
 def test_checkpoint_errors_name_the_key_and_the_fix(tiny, tmp_path):
-    with pytest.raises(FileNotFoundError, match="model.path.*pairuni model tiny"):
+    with pytest.raises(FileNotFoundError, match="model.path.*tiny random Show-o"):
         check_checkpoint_dir(tmp_path / "none")
     d = tmp_path / "janus"
     d.mkdir()
