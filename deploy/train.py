@@ -76,8 +76,9 @@ def policy_rewards(cfg: RunConfig):
     import dataclasses
 
     dual = cfg.rewards.dual
-    if dual.model_path or not cfg.model.path:
+    if dual.model_path:
         return cfg.rewards
+    # empty model.path too: the tiny random model, of the policy's family (model.arch)
     return dataclasses.replace(
         cfg.rewards,
         dual=dataclasses.replace(dual, model_path=cfg.model.path, arch=cfg.model.arch),
