@@ -12,45 +12,21 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
+from pope_fixture import POST_PROMPT, TAUGHT, TRUTH, items, write_pope_parquet
 
 from evaluation.lmms_run import run_lmms
 from models.config import ModelConfig
 from models.registry import build_policy
 
-POST_PROMPT = "\nAnswer the question using a single word or phrase."  # POPE's default post_prompt
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 200, 30),
-    "blue": (30, 30, 220),
-    "yellow": (230, 220, 30),
-    "white": (250, 250, 250),
-    "black": (10, 10, 10),
-    "cyan": (30, 220, 220),
-    "pink": (240, 120, 200),
-}
-TAUGHT = ["yes", "yes", "no", "yes", "no", "no", "yes", "no"]
-TRUTH = ["yes", "no", "no", "yes", "yes", "no", "yes", "no"]  # items 1 and 4 disagree
 
-
-def _items():
-    out = []
-    for name, rgb in COLOURS.items():
-        img = np.zeros((64, 64, 3), np.uint8)
-        img[:] = rgb
-        img[16:48, 16:48] = (255 - np.array(rgb)).astype(np.uint8)  # a square, inverted
-        out.append((img, f"Is there a {name} object in the image?"))
-    return out
-
-
-def _teach(policy, items, answers, steps=60):
+def _teach(policy, examples, answers, steps=60):
     """Adam on the answers' teacher-forced NLL (answer tokens + eos)."""
     tok = policy.tokenizer
     ids = [tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for a in answers]
-    images = [x[0] for x in items]
-    questions = [x[1] + POST_PROMPT for x in items]
+    images = [x[0] for x in examples]
+    questions = [x[1] + POST_PROMPT for x in examples]
     params = list(policy.trainable_parameters().values())
     opt = torch.optim.Adam(params, lr=3e-3)
     policy.train()
@@ -64,39 +40,12 @@ def _teach(policy, items, answers, steps=60):
     policy.eval()
 
 
-def _pope_parquet(path, items):
-    import datasets
-    from PIL import Image
-
-    feats = datasets.Features(
-        {
-            "id": datasets.Value("string"),
-            "question_id": datasets.Value("string"),
-            "question": datasets.Value("string"),
-            "answer": datasets.Value("string"),
-            "image_source": datasets.Value("string"),
-            "image": datasets.Image(),
-            "category": datasets.Value("string"),
-        }
-    )
-    rows = {
-        "id": [str(i) for i in range(len(items))],
-        "question_id": [str(i + 1) for i in range(len(items))],
-        "question": [q for _, q in items],
-        "answer": TRUTH,
-        "image_source": [f"toy_{i}" for i in range(len(items))],
-        "image": [Image.fromarray(img) for img, _ in items],
-        "category": ["adversarial"] * len(items),
-    }
-    datasets.Dataset.from_dict(rows, features=feats).to_parquet(str(path))
-
-
 @pytest.mark.slow
 def test_pope_metrics_match_a_hand_count_of_the_models_answers(tmp_path):
     torch.manual_seed(0)
     policy = build_policy(ModelConfig())
-    items = _items()
-    _teach(policy, items, TAUGHT)
+    pope_items = items()
+    _teach(policy, pope_items, TAUGHT)
     model_dir = tmp_path / "model"
     policy.save(model_dir)
 
@@ -104,8 +53,8 @@ def test_pope_metrics_match_a_hand_count_of_the_models_answers(tmp_path):
     reloaded = build_policy(ModelConfig(path=str(model_dir)))
     with torch.no_grad():
         ours = reloaded.sample_text(
-            [x[0] for x in items],
-            [x[1] + POST_PROMPT for x in items],
+            [x[0] for x in pope_items],
+            [x[1] + POST_PROMPT for x in pope_items],
             n=1,
             max_new_tokens=8,
             greedy=True,
@@ -114,7 +63,7 @@ def test_pope_metrics_match_a_hand_count_of_the_models_answers(tmp_path):
     assert sum(p in ("yes", "no") for p in preds) >= 6, preds  # the teaching took
 
     data = tmp_path / "pope_test.parquet"
-    _pope_parquet(data, items)
+    write_pope_parquet(data, pope_items)
     report = run_lmms(
         reloaded, ["pope"], tmp_path / "out", data={"pope": str(data)}, max_new_tokens=8
     )
@@ -123,7 +72,7 @@ def test_pope_metrics_match_a_hand_count_of_the_models_answers(tmp_path):
     assert (tmp_path / "out" / "tasks" / "pope_local.yaml").is_file()
     # lmms-eval saw the same answers the model gives directly
     logged = {int(s["doc_id"]): s["answer"] for s in pope["samples"]}
-    assert [logged[i].strip() for i in range(len(items))] == [t.strip() for t in ours]
+    assert [logged[i].strip() for i in range(len(pope_items))] == [t.strip() for t in ours]
 
     # hand count (POPE's rules: the lower-cased, stripped answer equals the truth)
     tp = sum(p == "yes" and t == "yes" for p, t in zip(preds, TRUTH))
@@ -141,3 +90,12 @@ def test_pope_metrics_match_a_hand_count_of_the_models_answers(tmp_path):
     assert m["pope_f1_score"] == pytest.approx(f1)
     assert m["pope_yes_ratio"] == pytest.approx(TRUTH.count("yes") / len(TRUTH))
     json.dumps(report)  # what `pairuni eval` writes
+
+
+def test_lmms_eval_finds_the_pairuni_model_through_its_entry_point():
+    # `lmms_eval --model pairuni` resolves the name through the same registry
+    from lmms_eval.models import get_model
+
+    from evaluation.lmms_model import PairUniLMM
+
+    assert get_model("pairuni") is PairUniLMM
