@@ -50,7 +50,8 @@ class HeldOutEvaluator:
         if ref is not None:
             load_into(self.policy.trainable_parameters(), fetch(ref), ref.manifest)
         self.policy.eval()
-        return flat_metrics(evaluate(self.policy, self.heldout, self.settings, self.seed))
+        result = evaluate(self.policy, self.heldout, self.settings, self.seed, self.scorers)
+        return flat_metrics(result)
 
 
 class TrainingEval:

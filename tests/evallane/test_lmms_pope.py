@@ -99,3 +99,18 @@ def test_lmms_eval_finds_the_pairuni_model_through_its_entry_point():
     from evaluation.lmms_model import PairUniLMM
 
     assert get_model("pairuni") is PairUniLMM
+
+
+def test_images_of_a_request_become_one_image_and_answers_stop_at_until():
+    from PIL import Image
+
+    from evaluation.lmms_model import cut_at_stops, one_image
+
+    a = Image.new("RGB", (10, 20), "red")
+    b = Image.new("RGB", (40, 40), "blue")  # scaled to height 20: 20 wide
+    joined = one_image([a, b], 64)
+    assert joined.shape == (20, 30, 3)
+    assert tuple(joined[0, 0]) == (255, 0, 0) and tuple(joined[0, 29]) == (0, 0, 255)
+    assert one_image([], 64).shape == (64, 64, 3) and one_image([], 64).min() == 255
+    assert cut_at_stops("yes\n\nUSER: more", ["\n\n", "USER:"]) == "yes"
+    assert cut_at_stops("no stop here", []) == "no stop here"
