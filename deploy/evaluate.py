@@ -123,7 +123,6 @@ def run_eval(cfg: RunConfig) -> dict:
 def run_generation(cfg: RunConfig, model: Path, out: Path) -> dict:
     """Each generation benchmark of ``eval.*``: images in its official layout, scored here."""
     from evaluation.genbench import BENCHMARKS, generate_benchmark
-    from models.config import ModelConfig  # noqa: F401  (the policy's config type)
 
     e = cfg.eval
     todo = {name: getattr(e, name) for name in BENCHMARKS if getattr(e, name)}

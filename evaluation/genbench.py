@@ -163,11 +163,10 @@ def generate_benchmark(
 
     if name not in READERS:
         raise ValueError(f"unknown generation benchmark {name!r}; valid: {list(READERS)}")
-    src = source if name == "geneval" else list(source)
-    if name == "geneval":
-        src = source[0] if isinstance(source, (list, tuple)) else source
-        if isinstance(source, (list, tuple)) and len(source) != 1:
-            raise ValueError("eval.geneval: give one evaluation_metadata.jsonl")
+    files = [source] if isinstance(source, str) else list(source)
+    if name == "geneval" and len(files) != 1:
+        raise ValueError(f"eval.geneval: give one evaluation_metadata.jsonl, not {files}")
+    src = files[0] if name == "geneval" else files
     prompts = READERS[name](src)
     n = 1 if name == "wise" else eval_cfg.image_samples
     images, seeds = [], []
@@ -193,7 +192,7 @@ def generate_benchmark(
         "seeds": seeds,
         "cfg_weight": model_cfg.cfg_weight,
         "scores": scores,
-        "scorer": scorer_command(name, folder, source if name != "geneval" else [src]),
+        "scorer": scorer_command(name, folder, files),
     }
     (folder / "generation.json").write_text(json.dumps(record, indent=2))
     return {k: v for k, v in record.items() if k != "seeds"}
