@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from pope_fixture import POST_PROMPT, TAUGHT, TRUTH, items, write_pope_parquet
@@ -114,3 +115,39 @@ def test_images_of_a_request_become_one_image_and_answers_stop_at_until():
     assert one_image([], 64).shape == (64, 64, 3) and one_image([], 64).min() == 255
     assert cut_at_stops("yes\n\nUSER: more", ["\n\n", "USER:"]) == "yes"
     assert cut_at_stops("no stop here", []) == "no stop here"
+
+
+@pytest.mark.slow
+def test_loglikelihood_is_the_continuations_summed_logprob_and_says_if_greedy():
+    from lmms_eval.api.instance import Instance
+    from PIL import Image
+
+    from evaluation.lmms_model import PairUniLMM
+
+    policy = build_policy(ModelConfig())
+    lm = PairUniLMM(policy=policy)
+    image = Image.new("RGB", (64, 64), "red")
+    lm.task_dict = {"toy": {"test": [{"image": image}]}}
+    question = "Is there a red object in the image?"
+    tok = policy.tokenizer
+    greedy = policy.sample_text([np.asarray(image)], [question], n=1, max_new_tokens=3, greedy=True)
+    ids = [int(t) for t in greedy.token_ids[0][:3] if int(t) != tok.eos_token_id]
+    greedy_text = tok.decode(ids)
+    assert tok(greedy_text, add_special_tokens=False)["input_ids"] == ids  # round trip
+    other = " blue" if greedy_text != " blue" else " red"
+
+    def req(cont):
+        args = (f"<image>{question}", cont, lambda doc: [doc["image"]], 0, "toy", "test")
+        return Instance(
+            request_type="loglikelihood",
+            arguments=args,
+            idx=0,
+            metadata={"task": "toy", "doc_id": 0, "repeats": 1},
+        )
+
+    (lp_g, is_g), (lp_o, is_o) = lm.loglikelihood([req(greedy_text), req(other)])
+    assert is_g and not is_o
+    for cont, lp in ((greedy_text, lp_g), (other, lp_o)):
+        t = tok(cont, add_special_tokens=False)["input_ids"]
+        direct = policy.text_logprobs([np.asarray(image)], [question], [t])
+        assert lp == pytest.approx(float((direct.values * direct.mask).sum()), abs=1e-5)
