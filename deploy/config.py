@@ -340,13 +340,6 @@ class RunConfig:
             "alternate rewards each model with the other's dual likelihood alone",
             "set train.und_rewards={dual: 1.0} and train.gen_rewards={dual: 1.0}",
         )
-        check(
-            not self.train.eval_every or self.eval.has_heldout,
-            "train.eval_every",
-            self.train.eval_every,
-            "evaluates the held-out slices eval.und_heldout / eval.gen_heldout, both empty",
-            "set eval.und_heldout=[PARQUET] and/or eval.gen_heldout=[JSONL], or eval_every=0",
-        )
         dsr = self.learner.algorithm.startswith("dsr")
         uses_dual = "dual" in self.train.terms
         check(

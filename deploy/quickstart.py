@@ -323,8 +323,21 @@ def reinforce(cfg: RunConfig, ws: WarmStart, manifest: str | None = None) -> Pat
     from deploy.train import Trainer
 
     init_ray()
+    q = cfg.quickstart
     rl_cfg = _replace(
-        cfg, model={"path": str(ws.sft_model)}, train={"manifest": manifest or ws.manifest}
+        cfg,
+        model={"path": str(ws.sft_model)},
+        train={"manifest": manifest or ws.manifest},
+        # train.eval_every: the same held-out evaluation as before / after, during RL
+        eval={
+            "und_heldout": (ws.world["und_eval"],),
+            "gen_heldout": (ws.world["gen_eval"],),
+            "und_items": 0,
+            "gen_prompts": 0,
+            "answer_samples": q.eval_answer_samples,
+            "image_samples": q.eval_image_samples,
+            "gen_scorers": ("toy_judge",),
+        },
     )
     trainer = Trainer(rl_cfg)
     try:

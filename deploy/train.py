@@ -32,7 +32,7 @@ from deploy.dataflow import (
 )
 from deploy.metrics import MetricsWriter, plot_curves
 from deploy.resources import ensure_cluster
-from evaluation.during_training import TrainingEval
+from evaluation.during_training import TrainingEval, heldout_problems
 from models.config import ConfigError
 from models.registry import family
 from models.tasks import Task
@@ -152,6 +152,7 @@ def preflight(cfg: RunConfig, resume: str | None = None) -> None:
     hps = cfg.rewards.hps.checkpoint
     if "hps" in terms and hps and not Path(hps).is_file():
         problems.append(f"rewards.hps.checkpoint={hps!r}: no such file")
+    problems += heldout_problems(cfg)
     if resume:
         try:
             checkpoint.resolve(resume)

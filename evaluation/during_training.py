@@ -17,6 +17,28 @@ import time
 from evaluation.heldout import Settings, evaluate, flat_metrics, load_heldout
 
 
+def heldout_problems(cfg) -> list[str]:
+    """What stops ``train.eval_every`` before any actor starts (``cfg``: a ``RunConfig``):
+    no held-out slice, or a held-out file that is not there."""
+    from pathlib import Path
+
+    if not cfg.train.eval_every:
+        return []
+    e = cfg.eval
+    if not e.has_heldout:
+        return [
+            f"train.eval_every={cfg.train.eval_every} evaluates the held-out slices "
+            "eval.und_heldout / eval.gen_heldout, both empty: set eval.und_heldout=[PARQUET] "
+            "and/or eval.gen_heldout=[JSONL or TAR], or train.eval_every=0"
+        ]
+    return [
+        f"eval.{key}: {path!r}: no such file"
+        for key in ("und_heldout", "gen_heldout")
+        for path in getattr(e, key)
+        if not Path(path).is_file()
+    ]
+
+
 class HeldOutEvaluator:
     """A policy copy + held-out items + scorers; ``evaluate(ref)`` loads weights and scores."""
 

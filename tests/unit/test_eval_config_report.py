@@ -15,11 +15,18 @@ def _cfg(*overrides):
     return load_config(RunConfig, "deploy/configs/smoke.yaml", list(overrides))
 
 
-def test_eval_every_needs_a_heldout_slice():
-    with pytest.raises(ConfigError, match=r"train.eval_every.*eval.und_heldout"):
-        _cfg("train.eval_every=5")
-    cfg = _cfg("train.eval_every=5", "eval.gen_heldout=[p.jsonl]")
-    assert cfg.train.eval_every == 5 and cfg.eval.has_heldout
+def test_eval_every_needs_a_heldout_slice_that_exists(tmp_path):
+    from evaluation.during_training import heldout_problems
+
+    (p,) = heldout_problems(_cfg("train.eval_every=5"))
+    assert "train.eval_every=5" in p and "eval.und_heldout" in p
+    assert heldout_problems(_cfg("train.eval_every=0")) == []
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "a red dot"}\n')
+    ok = _cfg("train.eval_every=5", f"eval.gen_heldout=[{f}]")
+    assert ok.train.eval_every == 5 and ok.eval.has_heldout and heldout_problems(ok) == []
+    missing = _cfg("train.eval_every=5", f"eval.gen_heldout=[{f}]", "eval.und_heldout=[no.parquet]")
+    assert heldout_problems(missing) == ["eval.und_heldout: 'no.parquet': no such file"]
 
 
 def test_eval_keys_are_checked_by_name():
