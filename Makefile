@@ -17,7 +17,14 @@ VLLM_VENV := .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
 
-.PHONY: install test test-vllm lint quickstart clean .venv-vllm
+# The evaluation lane (README "Evaluate"): lmms-eval in its own environment, because its
+# dependencies downgrade math-verify and protobuf in the main lock; the project goes in
+# without deps. `pairuni eval` runs its lmms-eval tasks with this interpreter.
+EVAL_VENV := .venv-eval
+EVAL_BIN := $(EVAL_VENV)/bin
+EVAL_STAMP := $(EVAL_VENV)/.installed-stamp
+
+.PHONY: install test test-vllm test-eval lint quickstart clean .venv-vllm .venv-eval
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,22 +46,39 @@ $(VLLM_STAMP): pyproject.toml
 
 .venv-vllm: $(VLLM_STAMP)
 
+$(EVAL_STAMP): pyproject.toml requirements/eval.txt
+	@test -x $(EVAL_BIN)/python || $(PYTHON) -m venv $(EVAL_VENV)
+	$(EVAL_BIN)/python -m pip install --quiet --upgrade pip
+	$(EVAL_BIN)/python -m pip install --quiet -r requirements/eval.txt
+	$(EVAL_BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(EVAL_STAMP)
+
+.venv-eval: $(EVAL_STAMP)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 # The whole suite. pytest exits 5 when it collects nothing: that is a failure, said out loud.
-# The main suite first, then the vLLM lane (tests/vllm runs only there).
+# The main suite first, then the vLLM lane (tests/vllm runs only there) and the evaluation
+# lane (tests/evallane).
 test: lint
-	@set +e; $(BIN)/python -m pytest -ra --ignore=tests/vllm $(PYTEST_ARGS); rc=$$?; \
+	@set +e; $(BIN)/python -m pytest -ra --ignore=tests/vllm --ignore=tests/evallane $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; fi; \
 	exit $$rc
 	$(MAKE) test-vllm
+	$(MAKE) test-eval
 
 # The vLLM backend under .venv-vllm, then a driver here with text workers under .venv-vllm.
 test-vllm: install $(VLLM_STAMP)
 	$(VLLM_BIN)/python -m pytest -ra tests/vllm
 	$(BIN)/python -m pytest -ra tests/vllm
+
+# lmms-eval's own tasks through the pairuni model under .venv-eval, then `pairuni eval`
+# here driving that interpreter. No dataset is downloaded (HF_DATASETS_OFFLINE).
+test-eval: install $(EVAL_STAMP)
+	HF_DATASETS_OFFLINE=1 $(EVAL_BIN)/python -m pytest -ra tests/evallane
+	HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -ra tests/evallane
 
 # The main job: toy world -> pairuni pair -> SFT warm start -> Pair-GRPO on a local Ray
 # cluster, with held-out accuracy / toy-judge reward before and after RL (runs/quickstart/).

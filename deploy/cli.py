@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _package_commands():
     """Sub-commands other packages register (each a function taking the sub-parsers)."""
+    from deploy.evaluate import add_eval_command
     from deploy.quickstart import add_quickstart_command
     from deploy.serving import add_serve_commands
     from deploy.sft import add_sft_command
@@ -219,6 +220,7 @@ def _package_commands():
         add_toyworld_command,
         add_sft_command,
         add_quickstart_command,
+        add_eval_command,
     ]
 
 

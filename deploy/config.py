@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actors.config import RolloutConfig
+from evaluation.config import EvalConfig
 from learner.config import LearnerConfig
 from models.config import (  # noqa: F401  (the config machinery, re-exported for callers)
     ConfigError,
@@ -94,6 +95,9 @@ class TrainSection:
     """A step whose share of NaN (failed) rewards exceeds this stops the run."""
     checkpoint_every: int = 0
     """Checkpoint every k steps (0: only at the end and on SIGTERM / Ctrl-C)."""
+    eval_every: int = 0
+    """Every k steps (and at the last), evaluate the policy on the held-out slices of
+    ``eval.*`` (``evaluation/during_training.py``) and log ``eval/*`` metrics. 0: off."""
     grad_cosine_every: int = 0
     """Every k steps (and at the first), log grad/cos_und_gen: the cosine between the
     understanding and generation losses' gradients on the shared parameters, from the same
@@ -101,6 +105,13 @@ class TrainSection:
 
     def validate(self) -> None:
         check(self.steps >= 1, "train.steps", self.steps, "must be >= 1", "use e.g. 100")
+        check(
+            self.eval_every >= 0,
+            "train.eval_every",
+            self.eval_every,
+            "must be >= 0",
+            "use 0 (off) or e.g. 50",
+        )
         check(
             self.grad_cosine_every >= 0,
             "train.grad_cosine_every",
@@ -298,6 +309,8 @@ class RunConfig:
     """Supervised fine-tuning (deploy/sft.py)."""
     quickstart: QuickstartSection = field(default_factory=QuickstartSection)
     """The toy-world quickstart (deploy/quickstart.py)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation: `pairuni eval` and train.eval_every (evaluation/)."""
 
     def validate(self) -> None:
         for task in self.train.tasks:

@@ -6,20 +6,18 @@ tested without a cluster.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from actors.types import Rollout, RolloutRequest
 from learner.advantages import combine_rewards
 from learner.objectives import advantages, simpo_pairs  # noqa: F401  (the step's helpers)
-from models.prompts import DESCRIBE_QUESTION, format_choices
+from models.prompts import DESCRIBE_QUESTION
 from models.tasks import TASKS, Task
-from pairing.datasets import parse_choices
+from pairing.datasets import decode_image_bytes, question_with_choices
 from pairing.manifest import item_tasks, task_kind
 
 
@@ -33,13 +31,6 @@ def answer_kind(pair) -> str:
     if (pair.verifier or "").lower() in ("math", "math_verify", "mathverify", "numeric"):
         return "math"
     return "text"
-
-
-def decode_image_bytes(data: bytes, where: str) -> np.ndarray:
-    try:
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    except Exception as e:  # PIL raises many types for bad bytes
-        raise ValueError(f"{where}: image cannot be decoded ({type(e).__name__}: {e})") from e
 
 
 def build_requests(
@@ -118,14 +109,6 @@ def build_requests(
                 )
             )
     return und, gen
-
-
-def question_with_choices(question: str, choices) -> str:
-    """The question as the model sees it: the options appended (with the answer-format
-    instruction) unless the question already lists them, as dataset questions do."""
-    if not choices or parse_choices(question):
-        return question
-    return question + format_choices(choices)
 
 
 def _seed(seed: int, step: int, request_id: int) -> int:

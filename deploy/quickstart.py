@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy.config import RunConfig, load_config
+from evaluation.scores import by_category
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"
 
@@ -42,86 +43,33 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"
 
 def load_heldout(world: dict) -> tuple[list, list]:
     """Held-out understanding (image, prompt, answer, category) and generation prompts, read
-    with the real readers from the toy world's eval files."""
-    from deploy.dataflow import decode_image_bytes, question_with_choices
-    from pairing.config import GenerationSource, UnderstandingSource
-    from pairing.datasets import read_generation, read_understanding
+    with the real readers from the toy world's eval files (``evaluation.heldout``)."""
+    from evaluation.heldout import load_heldout as read
 
-    u = read_understanding(UnderstandingSource(paths=(world["und_eval"],)), strict=True)
-    g = read_generation(GenerationSource(paths=(world["gen_eval"],)), strict=True)
-    und = [
-        (
-            decode_image_bytes(it.image, it.image_ref),
-            question_with_choices(it.question, it.choices),  # as deploy.dataflow.build_requests
-            it.answer,
-            it.category,
-        )
-        for it in u.items
-    ]
-    return und, [it.prompt for it in g.items]
+    h = read([world["und_eval"]], [world["gen_eval"]])
+    return h.und, h.prompts
 
 
 def evaluate(model, und: list, prompts: list[str], cfg: RunConfig, seed: int) -> dict:
-    """Held-out understanding accuracy, greedy and sampled, overall and per category; and on
-    sampled images (``cfg.quickstart.eval_*_samples`` per item, ``cfg.model`` sampling
-    settings): the toy judge's reward, each of its terms, the strict success rate (all four
-    terms 1: the asked shape, colour, quadrant and background, nothing else) and the number
-    of distinct images among a prompt's samples (1 = collapsed onto one image)."""
-    import torch
+    """``evaluation.heldout.evaluate`` (the one held-out evaluation, also train.eval_every's)
+    with the quickstart's counts (``quickstart.eval_*_samples``), the run's sampling settings
+    and the toy judge: understanding accuracy greedy and sampled, overall and per category;
+    the toy judge's reward, its terms, strict success and distinct images per prompt."""
+    from evaluation.heldout import HeldOut, Settings
+    from evaluation.heldout import evaluate as evaluate_heldout
+    from evaluation.scores import build_scorers
 
-    from rewards.accuracy import accuracy_reward, extract_choice
-    from rewards.toy import TERMS, judge_details, parse_prompt, reward_of_terms
-
-    images_in, questions = [x[0] for x in und], [x[1] for x in und]
-    n_img, n_ans = cfg.quickstart.eval_image_samples, cfg.quickstart.eval_answer_samples
-    with torch.no_grad():
-        t = model.sample_text(images_in, questions, n=1, max_new_tokens=4, greedy=True)
-        ts = model.sample_text(
-            images_in,
-            questions,
-            n=n_ans,
-            max_new_tokens=4,
-            temperature=cfg.model.text_temperature,
-            seed=seed,
-        )
-        s = model.sample_image_tokens(prompts, n=n_img, cfg_weight=cfg.model.cfg_weight, seed=seed)
-        images = model.decode_images(s.tokens)  # [P * n, H, W, 3]
-    correct = [accuracy_reward(txt, x[2], kind="choice") for txt, x in zip(t.texts, und)]
-    sampled = [
-        accuracy_reward(txt, und[i // n_ans][2], kind="choice") for i, txt in enumerate(ts.texts)
-    ]  # [Q * n_ans]
-    details = [judge_details(img, prompts[i // n_img]) for i, img in enumerate(images)]
-    rewards = np.array([reward_of_terms(d) for d in details])  # [P * n]
-    distinct = [
-        len({im.tobytes() for im in images[i : i + n_img]}) for i in range(0, len(images), n_img)
-    ]
-    return {
-        "und_accuracy": float(np.mean(correct)),
-        "und_accuracy_sampled": float(np.mean(sampled)),
-        "und_answered_sampled": float(np.mean([extract_choice(x) is not None for x in ts.texts])),
-        "und_accuracy_by_category": _by_category(correct, [x[3] for x in und]),
-        "und_accuracy_sampled_by_category": _by_category(
-            sampled, [und[i // n_ans][3] for i in range(len(sampled))]
-        ),
-        "gen_reward": float(rewards.mean()),
-        "gen_reward_prompt_std": float(rewards.reshape(len(prompts), n_img).mean(1).std()),
-        "gen_terms": {k: float(np.mean([d[k] for d in details])) for k in TERMS},
-        "gen_strict_success": float(np.mean([d["strict"] for d in details])),
-        "gen_strict_by_shape": _by_category(
-            [d["strict"] for d in details],
-            [parse_prompt(prompts[i // n_img])["shape"] for i in range(len(details))],
-        ),
-        "gen_strict_by_image": [bool(d["strict"]) for d in details],
-        "gen_distinct_per_prompt": float(np.mean(distinct)),
-        "images": images,
-    }
+    settings = Settings(
+        answer_samples=cfg.quickstart.eval_answer_samples,
+        image_samples=cfg.quickstart.eval_image_samples,
+        text_temperature=cfg.model.text_temperature,
+        cfg_weight=cfg.model.cfg_weight,
+    )
+    scorers = build_scorers(["toy_judge"], cfg.rewards)
+    return evaluate_heldout(model, HeldOut(und, prompts), settings, seed, scorers)
 
 
-def _by_category(values: list[float], categories: list[str]) -> dict[str, float]:
-    per_cat: dict[str, list[float]] = {}
-    for v, c in zip(values, categories):
-        per_cat.setdefault(c, []).append(v)
-    return {k: float(np.mean(v)) for k, v in sorted(per_cat.items())}
+_by_category = by_category  # the per-category mean, evaluation.scores'
 
 
 # ----------------------------------------------------------------------------- steps
@@ -375,8 +323,21 @@ def reinforce(cfg: RunConfig, ws: WarmStart, manifest: str | None = None) -> Pat
     from deploy.train import Trainer
 
     init_ray()
+    q = cfg.quickstart
     rl_cfg = _replace(
-        cfg, model={"path": str(ws.sft_model)}, train={"manifest": manifest or ws.manifest}
+        cfg,
+        model={"path": str(ws.sft_model)},
+        train={"manifest": manifest or ws.manifest},
+        # train.eval_every: the same held-out evaluation as before / after, during RL
+        eval={
+            "und_heldout": (ws.world["und_eval"],),
+            "gen_heldout": (ws.world["gen_eval"],),
+            "und_items": 0,
+            "gen_prompts": 0,
+            "answer_samples": q.eval_answer_samples,
+            "image_samples": q.eval_image_samples,
+            "gen_scorers": ("toy_judge",),
+        },
     )
     trainer = Trainer(rl_cfg)
     try:

@@ -52,6 +52,15 @@ def demands(cfg) -> list[Demand]:
             "learner.num_learners x learner.learner_num_cpus / learner_num_gpus",
         ),
     ]
+    if cfg.train.eval_every:
+        out.append(
+            Demand(
+                "held-out evaluator (train.eval_every)",
+                cfg.eval.num_cpus,
+                cfg.eval.num_gpus,
+                "eval.num_cpus / eval.num_gpus",
+            )
+        )
     for e in sorted(cfg.train.terms):
         s = rw.settings(e)
         out.append(

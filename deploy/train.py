@@ -32,12 +32,21 @@ from deploy.dataflow import (
 )
 from deploy.metrics import MetricsWriter, plot_curves
 from deploy.resources import ensure_cluster
+from evaluation.during_training import TrainingEval, heldout_problems
 from models.config import ConfigError
 from models.registry import family
 from models.tasks import Task
 from rewards.spec import request_items
 
 log = logging.getLogger("pairuni.train")
+EVAL_CURVES = (
+    "eval/und_accuracy_greedy",
+    "eval/und_accuracy_sampled",
+    "eval/gen_toy_judge_mean",
+    "eval/gen_strict_success",
+    "eval/gen_hps_mean",
+)
+"""train.eval_every's curves in curves.png (those a run logs)."""
 
 
 def score(rollouts: list[Rollout], terms: dict[str, float], clients: dict) -> None:
@@ -144,6 +153,7 @@ def preflight(cfg: RunConfig, resume: str | None = None) -> None:
     hps = cfg.rewards.hps.checkpoint
     if "hps" in terms and hps and not Path(hps).is_file():
         problems.append(f"rewards.hps.checkpoint={hps!r}: no such file")
+    problems += heldout_problems(cfg)
     if resume:
         try:
             checkpoint.resolve(resume)
@@ -194,6 +204,7 @@ class Trainer:
         self.text_pool = WorkerGroup.text(cfg.model, cfg.rollout) if "und" in t.tasks else None
         self.image_pool = WorkerGroup.image(cfg.model, cfg.rollout) if "gen" in t.tasks else None
         self.learners = LearnerGroup(cfg.model, cfg.learner.with_horizon(cfg.train.steps))
+        self.evaluation = TrainingEval(cfg)  # train.eval_every: eval/* metrics (or nothing)
         handles = run_endpoints(policy_rewards(cfg), names, app_prefix=prefix)
         self.clients = {
             k: RewardClient(k, cfg.rewards, handle=handles.get(k), app=prefix + k) for k in terms
@@ -349,8 +360,11 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=t.steps, initial=self.step_num, desc="train", unit="step")
+            if self.step_num == 0 and (m0 := self.evaluation(0, self.learners)):
+                self.metrics.write(0, m0)  # the starting policy's held-out scores
             while self.step_num < t.steps and not self.stop_requested:
                 m = self.step()
+                m |= self.evaluation(self.step_num, self.learners)
                 self.metrics.write(self.step_num, m)
                 bar.update(1)
                 bar.set_postfix(
@@ -386,6 +400,7 @@ class Trainer:
                 "reward_detail/toy_judge/strict_mean",
                 "rollout/gen_distinct_per_request",
                 "grad/cos_und_gen",
+                *EVAL_CURVES,
                 "loss",
                 "logprob_diff",
                 "time/step",
@@ -407,7 +422,7 @@ class Trainer:
                 log.warning("Serve applications still deleting: %s", left)
         except Exception:  # never deployed, or Serve already down
             log.warning("could not delete Serve applications %s", apps, exc_info=True)
-        for part in ("text_pool", "image_pool", "learners"):
+        for part in ("text_pool", "image_pool", "learners", "evaluation"):
             if getattr(self, part, None) is not None:
                 getattr(self, part).shutdown()
         if getattr(self, "pairing", None) is not None:

@@ -154,6 +154,27 @@ def parse_choices(question: str) -> tuple[str, ...]:
     return tuple(found) if len(found) >= 2 else ()
 
 
+def question_with_choices(question: str, choices) -> str:
+    """The question as the model sees it: the options appended (with the answer-format
+    instruction) unless the question already lists them, as dataset questions do."""
+    from models.prompts import format_choices
+
+    if not choices or parse_choices(question):
+        return question
+    return question + format_choices(choices)
+
+
+def decode_image_bytes(data: bytes, where: str):
+    """Encoded image bytes -> uint8 RGB ``[H, W, 3]``; a ValueError names ``where``."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except Exception as e:  # PIL raises many types for bad bytes
+        raise ValueError(f"{where}: image cannot be decoded ({type(e).__name__}: {e})") from e
+
+
 def _get(row: dict, dotted: str):
     """row['a']['b'] for 'a.b'; KeyError names the missing part."""
     cur = row

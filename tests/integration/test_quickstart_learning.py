@@ -63,6 +63,15 @@ def summary(ray_local, tmp_path_factory):
     assert (run_dir / "final_model" / "config.json").is_file()
     assert any((run_dir / "checkpoints").iterdir())
     s = {**s, "_metrics": read_metrics(run_dir / "metrics.jsonl")}
+    # train.eval_every ran the same held-out evaluation as the summary's start / end: the
+    # SFT model at step 0 and the final policy at the last step give the same numbers
+    evals = {r["step"]: r for r in s["_metrics"] if "eval/und_accuracy_greedy" in r}
+    assert sorted(evals) == [0, 50, 100, 150]
+    for side, step in (("start", 0), ("end", 150)):
+        row = evals[step]
+        assert row["eval/und_accuracy_greedy"] == pytest.approx(s[f"und_accuracy_{side}"])
+        assert row["eval/und_accuracy_sampled"] == pytest.approx(s[f"und_accuracy_sampled_{side}"])
+        assert row["eval/gen_strict_success"] == pytest.approx(s[f"gen_strict_success_{side}"])
     yield s
     # the quickstart's Serve instance holds its own port: later modules start Serve anew
     from ray import serve

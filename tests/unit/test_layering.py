@@ -2,12 +2,12 @@
 
 Layers, bottom to top (a package may import its own layer and those below it):
 
-    models -> pairing -> actors -> learner -> rewards -> deploy
+    models -> pairing -> actors -> learner -> rewards -> evaluation -> deploy
 
 ``models`` is the network and the shared vocabulary (tasks, config machinery); ``pairing``
 builds data; ``actors`` runs rollouts and moves weights; ``learner`` trains; ``rewards``
-scores (its DSR endpoint loads weights as the actors do); ``deploy`` is the driver and the
-CLI. Imports inside functions count: a lazy import is still a dependency.
+scores (its DSR endpoint loads weights as the actors do); ``evaluation`` measures a policy
+(held-out, benchmarks, the lmms-eval plugin); ``deploy`` is the driver and the CLI. Imports inside functions count: a lazy import is still a dependency.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ("models", "pairing", "actors", "learner", "rewards", "deploy")
+LAYERS = ("models", "pairing", "actors", "learner", "rewards", "evaluation", "deploy")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
