@@ -206,6 +206,7 @@ class Trainer:
         }
         # endpoints that score with the policy (DSR) load every weight version it publishes
         self.followers = [h for e, h in handles.items() if cfg.rewards.follows_policy(e)]
+        self._followers_version: int | None = None
         self._follower_terms = {e for e in names if cfg.rewards.follows_policy(e)}
         self._stream = RewardStream(self.clients)
         self._producer = Producer()
@@ -245,12 +246,15 @@ class Trainer:
         return time.perf_counter() - t0
 
     def _load_everywhere(self, ref) -> None:
-        """Every rollout worker and every endpoint that follows the policy loads ``ref``."""
+        """Every rollout worker and every endpoint that follows the policy loads ``ref``
+        (nothing to do where it is already loaded: batches ahead may share a version)."""
         for pool in (self.text_pool, self.image_pool):
-            if pool is not None:
+            if pool is not None and pool.versions.version != ref.version:
                 pool.broadcast_weights(ref)
-        for endpoint in self.followers:
-            endpoint.load_weights.remote(ref.ref, ref.version, ref.manifest).result()
+        if self._followers_version != ref.version:
+            for endpoint in self.followers:
+                endpoint.load_weights.remote(ref.ref, ref.version, ref.manifest).result()
+            self._followers_version = ref.version
 
     # ---- one batch: requests, sampling with streamed rewards ------------------------------
     def _draw(self, index: int):
