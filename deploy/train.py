@@ -4,8 +4,10 @@
         python -m deploy.train --config deploy/configs/<run>.yaml [key.sub=value ...]
 
 One step: pairs -> understanding jobs to the text pool and generation jobs to the image pool
-at the same time -> rewards -> Pair-GRPO advantages -> learner update -> publish weights ->
-rollout workers (and the DSR endpoint) load the new version before the next step samples.
+at the same time, each finished chunk's rewards requested at once -> Pair-GRPO advantages ->
+learner update -> publish weights -> rollout workers (and the DSR endpoint) load the new
+version before the next step samples. With ``train.max_staleness`` k >= 1 the batches of
+the next k steps are sampled and scored meanwhile (``deploy/pipeline.py``).
 """
 
 from __future__ import annotations
