@@ -96,11 +96,17 @@ def layout(
 
 @torch.no_grad()
 def flatten_into(buffer: np.ndarray, named_tensors: dict[str, torch.Tensor], manifest) -> None:
-    """Copy each tensor straight into its place in ``buffer`` (cast and device-to-host in
-    the same pass: one copy per byte, no intermediate tensor)."""
+    """Copy each tensor straight into its place in ``buffer``: one copy per byte, no
+    intermediate tensor (a cast or a device-to-host move happens in the same pass)."""
     for name, dt, shape, off, nbytes in manifest:
-        dst = torch.from_numpy(buffer[off : off + nbytes]).view(DTYPES[dt][0]).view(shape)
-        dst.copy_(named_tensors[name].detach())
+        src = named_tensors[name].detach()
+        if src.device.type == "cpu" and src.dtype == DTYPES[dt][0] and src.is_contiguous():
+            # same bytes: one single-threaded memcpy (torch's threaded copy_ is no faster
+            # at memory bandwidth and competes with the learner's threads)
+            buffer[off : off + nbytes] = src.reshape(-1).view(torch.uint8).numpy()
+        else:
+            dst = torch.from_numpy(buffer[off : off + nbytes]).view(DTYPES[dt][0]).view(shape)
+            dst.copy_(src)
 
 
 def flatten(
