@@ -148,7 +148,7 @@ def _steps_per_s(staleness: int, steps: int, delay_s: float) -> tuple[float, dic
                 f"train.manifest={colour_square_manifest(tmp + '/data')}",
                 "rewards.port=18331",
                 f"train.max_staleness={staleness}",
-                f"train.steps={steps + 1}",
+                f"train.steps={steps + 3}",  # the pipeline stays full while timed
             ],
         )
         RewardClient._send = delayed if delay_s else send

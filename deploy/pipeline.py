@@ -12,7 +12,10 @@ trains on) is drawn and submitted at the start of step ``b - k`` with the weight
 learner holds then (at start-up, or after a resume, batches up to ``k`` ahead use the
 version the run starts with). A ``Producer`` (one background thread) samples the batches
 in order: before a batch it loads that batch's version into the rollout workers and into
-the endpoints that follow the policy (DSR), then samples and scores it. So a batch is
+the endpoints that follow the policy (DSR), then samples it; its rewards stream in while
+the producer goes on to the next batch (the driver waits for them when it trains on the
+batch; a new version is loaded into a DSR endpoint only once the previous batch's scores
+are in). So a batch is
 sampled and scored with ONE named version, workers never hold a version older than one
 they have held (versions only go forward), and the learner trains on batch ``b`` while
 batches ``b+1 .. b+k`` are sampled: rollouts are at most ``k`` learner steps behind
@@ -26,7 +29,6 @@ import asyncio
 import concurrent.futures as cf
 import math
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -47,6 +49,9 @@ class Sampled:
     times: dict[str, float] = field(default_factory=dict)
     endpoint_versions: dict[str, list[int]] = field(default_factory=dict)
     """term -> the weight versions its endpoint's answers said they scored with (DSR)."""
+    reward_futures: list = field(default_factory=list)
+    """Rewards still being scored (asynchronous mode: the producer samples the next batch
+    meanwhile); empty once ``rewards`` are all in (and always in a checkpoint)."""
 
 
 class RewardStream:
@@ -98,13 +103,11 @@ def sample_batch(
     stream: RewardStream,
     terms_of: Mapping[str, Mapping[str, float]],
     stop: threading.Event | None = None,
-) -> tuple[dict[str, list[Rollout]], dict[str, float], dict[str, set[int]]]:
+) -> tuple[dict[str, list[Rollout]], dict[str, float], list[cf.Future]]:
     """Sample ``pools`` = {name: (WorkerGroup, requests, task)} together, streaming each chunk
     to ``terms_of[task]``'s endpoints as it completes. Returns (rollouts by pool name in
-    request order, times, term -> versions the endpoints reported).
-
-    ``time/<name>_rollout``: submit to last chunk; ``time/reward``: what scoring added after
-    the last chunk (the part of reward latency the overlap did not hide)."""
+    request order, ``time/<name>_rollout`` (submit to last chunk), the chunks' reward
+    futures, some maybe still running: ``reward_versions`` waits for them)."""
     from actors.group import gather
 
     futures: list[cf.Future] = []
@@ -127,14 +130,17 @@ def sample_batch(
         for f in futures:
             f.cancel()
         raise
-    t0 = time.perf_counter()
+    return done, {f"time/{name}_rollout": job.seconds for name, job in jobs.items()}, futures
+
+
+def reward_versions(futures: list[cf.Future]) -> dict[str, set[int]]:
+    """Wait for a batch's reward futures (a scorer's error is raised here); term -> the
+    weight versions its endpoint's answers named."""
     versions: dict[str, set[int]] = {}
-    for f in futures:  # in completion order of the chunks; .result() raises a scorer's error
+    for f in futures:
         for term, vs in f.result().items():
             versions.setdefault(term, set()).update(vs)
-    times = {f"time/{name}_rollout": job.seconds for name, job in jobs.items()}
-    times["time/reward"] = time.perf_counter() - t0
-    return done, times, versions
+    return versions
 
 
 def check_endpoint_versions(

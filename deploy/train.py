@@ -38,6 +38,7 @@ from deploy.pipeline import (
     RewardStream,
     Sampled,
     check_endpoint_versions,
+    reward_versions,
     sample_batch,
 )
 from deploy.resources import ensure_cluster
@@ -212,6 +213,7 @@ class Trainer:
         self._follower_terms = {e for e in names if cfg.rewards.follows_policy(e)}
         self._stream = RewardStream(self.clients)
         self._producer = Producer()
+        self._scoring: list = []  # the reward futures of the batch the producer sampled last
         self._epochs: dict[int, float] = {}
         self.step_num, self.version = 0, 0
         restored = []
@@ -278,7 +280,8 @@ class Trainer:
         return batch, und_reqs, gen_reqs
 
     def _sample(self, index: int, version: int, und_reqs, gen_reqs, stop=None) -> Sampled:
-        """Sample both pools together, each chunk's rewards requested as it completes."""
+        """Sample both pools together, each chunk's rewards requested as it completes (the
+        rewards may still be coming in: ``_rewards_in``)."""
         t = self.cfg.train
         pools = {
             name: (pool, reqs, task)
@@ -289,23 +292,37 @@ class Trainer:
             if pool is not None
         }
         terms = {task: t.rewards(task) for task in ("und", "gen")}
-        done, times, versions = sample_batch(pools, self._stream, terms, stop)
-        check_endpoint_versions(versions, self._follower_terms, version, index + 1)
-        return Sampled(
-            index,
-            version,
-            done.get("text", []),
-            done.get("image", []),
-            times,
-            {k: sorted(v) for k, v in versions.items()},
-        )
+        done, times, futures = sample_batch(pools, self._stream, terms, stop)
+        sampled = Sampled(index, version, done.get("text", []), done.get("image", []), times)
+        sampled.reward_futures = futures
+        return sampled
+
+    def _rewards_in(self, sampled: Sampled) -> Sampled:
+        """Wait for a batch's rewards; check the DSR version rule. ``time/reward``: the wait
+        (the part of reward latency the overlap did not hide)."""
+        if sampled.reward_futures:
+            t0 = time.perf_counter()
+            versions = reward_versions(sampled.reward_futures)
+            check_endpoint_versions(
+                versions, self._follower_terms, sampled.version, sampled.index + 1
+            )
+            sampled.endpoint_versions = {k: sorted(v) for k, v in versions.items()}
+            sampled.reward_futures = []
+            sampled.times["time/reward"] = time.perf_counter() - t0
+        return sampled
 
     def _produce(self, index: int, und_reqs, gen_reqs, ref) -> Sampled:
-        """The producer thread's work for one batch: load its version, sample, score."""
+        """The producer thread's work for one batch: load its version, sample, request its
+        rewards (they finish while the next batch samples)."""
         t0 = time.perf_counter()
+        if self.followers and self._followers_version != ref.version:
+            # a DSR endpoint scores the previous batch with the previous version: its
+            # scores come in before the endpoint moves on
+            reward_versions(self._scoring)
         self._load_everywhere(ref)
         load_s = time.perf_counter() - t0
         sampled = self._sample(index, ref.version, und_reqs, gen_reqs, stop=self._producer.stop)
+        self._scoring = list(sampled.reward_futures)
         sampled.times["time/weight_load"] = load_s
         sampled.times["time/produce"] = time.perf_counter() - t0
         return sampled
@@ -329,11 +346,13 @@ class Trainer:
         if not t.max_staleness:
             self._completed_pairing = ray.get(self.pairing.state.remote())
             batch, und_reqs, gen_reqs = self._draw(self.step_num)
-            sampled = self._sample(self.step_num, self.version, und_reqs, gen_reqs)
+            sampled = self._rewards_in(
+                self._sample(self.step_num, self.version, und_reqs, gen_reqs)
+            )
             epoch = float(batch.epochs.max())
         else:
             self._fill_pipeline()
-            sampled = self._producer.take(self.step_num)
+            sampled = self._rewards_in(self._producer.take(self.step_num))
             epoch = self._epochs.pop(self.step_num, math.nan)
         times = dict(sampled.times)
         times["time/wait_rollouts"] = time.perf_counter() - t0
@@ -406,7 +425,10 @@ class Trainer:
 
         # batches sampled ahead (max_staleness >= 1) are finished and saved with the
         # checkpoint: a resumed run trains on exactly what the uninterrupted one would
-        pending = [(s, self._epochs.get(s.index, math.nan)) for s in self._producer.drain()]
+        pending = [
+            (self._rewards_in(s), self._epochs.get(s.index, math.nan))
+            for s in self._producer.drain()
+        ]
         pairing = pairing if pairing is not None else ray.get(self.pairing.state.remote())
         state = checkpoint.TrainerState(self.step_num, self.version, pairing)
         return checkpoint.save(
