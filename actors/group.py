@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ class MapJob:
     t_submit: float = 0.0
     t_done: float = 0.0
     abandoned: bool = False
+    on_chunk: object = None
+    """Called with each chunk's accepted rollouts as soon as the chunk completes (the
+    driver streams them to the reward endpoints); a duplicate is never passed on."""
 
     @property
     def done(self) -> bool:
@@ -114,12 +118,16 @@ class MapJob:
 
     def accept(self, chunk: int, rollouts: list[Rollout]) -> None:
         fresh = {r.request_id for r in self.chunks[chunk]} - set(self.results)
+        kept = []
         for ro in rollouts:
             rid = ro.request.request_id
             if rid in fresh:
                 self.results.setdefault(rid, []).append(ro)
+                kept.append(ro)
             else:
                 self.duplicates_dropped += 1
+        if kept and self.on_chunk is not None:
+            self.on_chunk(kept)
         if self.done:
             self.t_done = time.monotonic()
 
@@ -179,10 +187,15 @@ class MapJob:
         return self.t_done - self.t_submit
 
 
-def gather(*jobs: MapJob, timeout_s: float | None = None) -> list[list[Rollout]]:
-    """Wait for every job together (one ``ray.wait`` over all pools); their results in order."""
+def gather(
+    *jobs: MapJob, timeout_s: float | None = None, stop: threading.Event | None = None
+) -> list[list[Rollout]]:
+    """Wait for every job together (one ``ray.wait`` over all pools); their results in order.
+
+    ``stop``: set from another thread (the driver closing while a background producer
+    samples), it abandons the jobs and raises ``GatherStopped``."""
     try:
-        _drive(jobs, timeout_s)
+        _drive(jobs, timeout_s, stop)
     except BaseException:
         for j in jobs:
             j.abandon()
@@ -190,10 +203,18 @@ def gather(*jobs: MapJob, timeout_s: float | None = None) -> list[list[Rollout]]
     return [j.result() for j in jobs]
 
 
-def _drive(jobs: tuple[MapJob, ...], timeout_s: float | None) -> None:
+class GatherStopped(RuntimeError):
+    """``gather`` was told to stop (its ``stop`` event was set) before the jobs finished."""
+
+
+def _drive(
+    jobs: tuple[MapJob, ...], timeout_s: float | None, stop: threading.Event | None = None
+) -> None:
     t_end = float("inf") if timeout_s is None else time.monotonic() + timeout_s
     owner = {}
     while not all(j.done for j in jobs):
+        if stop is not None and stop.is_set():
+            raise GatherStopped("gather stopped: the driver is closing")
         for j in jobs:
             j.dispatch()
             owner.update(dict.fromkeys(j.inflight, j))
@@ -209,7 +230,8 @@ def _drive(jobs: tuple[MapJob, ...], timeout_s: float | None) -> None:
         refs = [r for j in jobs for r in j.inflight]
         import ray
 
-        ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.01, min(wait_s, 60.0)))
+        poll = 60.0 if stop is None else 0.5  # a stop is noticed within half a second
+        ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.01, min(wait_s, poll)))
         for ref in ready:
             owner.pop(ref).on_ready(ref)
 
@@ -315,8 +337,10 @@ class WorkerGroup:
             slot.actor.load_weights.remote(self.versions.current)
 
     # ---- work ---------------------------------------------------------------------------
-    def submit(self, requests: list[RolloutRequest]) -> MapJob:
-        """Cut ``requests`` into chunks and start sampling them; returns at once."""
+    def submit(self, requests: list[RolloutRequest], on_chunk=None) -> MapJob:
+        """Cut ``requests`` into chunks and start sampling them; returns at once.
+
+        ``on_chunk(rollouts)``: called with each chunk's rollouts as it completes."""
         ids = [r.request_id for r in requests]
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -324,6 +348,7 @@ class WorkerGroup:
         B = self.batch_size
         chunks = [list(requests[s : s + B]) for s in range(0, len(requests), B)]
         job = MapJob(self, list(requests), chunks, queue=deque(range(len(chunks))))
+        job.on_chunk = on_chunk
         job.t_submit = time.monotonic()
         if self.local:
             while job.queue:

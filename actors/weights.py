@@ -1,5 +1,9 @@
 """Weights as one flat buffer: flatten, zero-copy views, copy into parameters, publish.
 
+Publishing a version is two copies on the learner's side (parameters -> a staging buffer
+reused across versions, cast on the way; staging -> the object store) and one on the
+receiver's (object store, zero-copy view -> parameters): ``Publisher``.
+
 A policy version travels as ONE contiguous uint8 numpy buffer plus a manifest
 ``((name, dtype, shape, offset, nbytes), ...)``. numpy arrays cross Ray's object store zero-copy (a torch state_dict is
 pickled and copied), so a receiver maps each tensor as a view of the buffer and copies it
@@ -69,33 +73,51 @@ def _aligned(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def flatten(
+def layout(
     named_tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None
-) -> tuple[np.ndarray, tuple]:
-    """Pack tensors into one uint8 buffer; returns ``(buffer [nbytes], manifest)``.
+) -> tuple[tuple, int]:
+    """The manifest of ``named_tensors`` in a flat buffer and the buffer's size in bytes.
 
     Entries keep the dict's order; each starts at a multiple of ``ALIGN`` bytes. With
-    ``dtype`` set, floating tensors are cast to it first (e.g. an fp32 master copy shipped
-    to bfloat16 rollout workers).
-    """
+    ``dtype`` set, floating tensors travel in it (e.g. an fp32 master copy shipped to
+    bfloat16 rollout workers)."""
     if not named_tensors:
         raise ManifestError("flatten: no tensors given; pass the trainable parameters")
-    entries, tensors, offset = [], [], 0
+    entries, offset = [], 0
     for name, t in named_tensors.items():
         if not isinstance(t, torch.Tensor):
             raise ManifestError(f"flatten: {name!r} is a {type(t).__name__}, not a tensor")
-        t = t.detach()
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        nbytes = t.numel() * t.element_size()
-        entries.append((name, dtype_name(t.dtype), tuple(t.shape), offset, nbytes))
-        tensors.append(t)
+        out = dtype if dtype is not None and t.is_floating_point() else t.dtype
+        nbytes = t.numel() * torch.empty((), dtype=out).element_size()
+        entries.append((name, dtype_name(out), tuple(t.shape), offset, nbytes))
         offset = _aligned(offset + nbytes)
-    buffer = np.zeros(offset, dtype=np.uint8)  # [total bytes]; padding stays zero
-    for (_, _, _, off, nbytes), t in zip(entries, tensors):
-        src = t.reshape(-1).contiguous().cpu().view(torch.uint8).numpy()  # [nbytes] raw bits
-        buffer[off : off + nbytes] = src
-    return buffer, tuple(entries)
+    return tuple(entries), offset
+
+
+@torch.no_grad()
+def flatten_into(buffer: np.ndarray, named_tensors: dict[str, torch.Tensor], manifest) -> None:
+    """Copy each tensor straight into its place in ``buffer``: one copy per byte, no
+    intermediate tensor (a cast or a device-to-host move happens in the same pass)."""
+    for name, dt, shape, off, nbytes in manifest:
+        src = named_tensors[name].detach()
+        if src.device.type == "cpu" and src.dtype == DTYPES[dt][0] and src.is_contiguous():
+            # same bytes: one single-threaded memcpy (torch's threaded copy_ is no faster
+            # at memory bandwidth and competes with the learner's threads)
+            buffer[off : off + nbytes] = src.reshape(-1).view(torch.uint8).numpy()
+        else:
+            dst = torch.from_numpy(buffer[off : off + nbytes]).view(DTYPES[dt][0]).view(shape)
+            dst.copy_(src)
+
+
+def flatten(
+    named_tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None
+) -> tuple[np.ndarray, tuple]:
+    """Pack tensors into one new uint8 buffer; returns ``(buffer [nbytes], manifest)``
+    (``layout`` says where each goes; padding is zero)."""
+    manifest, size = layout(named_tensors, dtype)
+    buffer = np.zeros(size, dtype=np.uint8)  # [total bytes]
+    flatten_into(buffer, named_tensors, manifest)
+    return buffer, manifest
 
 
 def _check_entry(i: int, entry, size: int) -> tuple:
@@ -188,27 +210,58 @@ def load_into(params: dict[str, torch.nn.Parameter], buffer: np.ndarray, manifes
     return copied
 
 
+class Publisher:
+    """Publishes versions through ONE staging buffer, allocated once and reused.
+
+    A version costs one copy into the staging buffer (``flatten_into``: cast and copy in
+    one pass) and the object store's copy out of it (``ray.put``); nothing is allocated or
+    page-faulted per version. ``ray.put`` has copied the buffer when it returns, so the next
+    version may overwrite it while workers still read the previous one from the store.
+    Without Ray (local mode) the ref holds the buffer itself, so each version gets its own.
+    """
+
+    def __init__(self):
+        self._buffer: np.ndarray | None = None
+        self._manifest: tuple | None = None
+
+    def publish(
+        self,
+        named_tensors: dict[str, torch.Tensor],
+        version: int,
+        dtype: torch.dtype | None = None,
+        use_ray: bool | None = None,
+    ) -> WeightsRef:
+        """Flatten and put ONE object per version; returns the ``WeightsRef`` workers load.
+
+        ``use_ray=None`` puts into the object store when Ray is initialised and keeps the
+        buffer itself otherwise (local mode); ``True``/``False`` force either.
+        """
+        if not isinstance(version, int) or version < 0:
+            raise StaleWeightsError(f"version={version!r}: published versions are integers >= 0")
+        if use_ray is None:
+            use_ray = _ray_initialised()
+        manifest, size = layout(named_tensors, dtype)
+        if not use_ray:
+            buffer, manifest = flatten(named_tensors, dtype)
+            return WeightsRef(version, buffer, manifest)
+        if self._buffer is None or self._manifest != manifest:
+            self._buffer = np.zeros(size, dtype=np.uint8)  # padding stays zero
+            self._manifest = manifest
+        flatten_into(self._buffer, named_tensors, manifest)
+        import ray
+
+        return WeightsRef(version, ray.put(self._buffer), manifest)
+
+
 def publish(
     named_tensors: dict[str, torch.Tensor],
     version: int,
     dtype: torch.dtype | None = None,
     use_ray: bool | None = None,
 ) -> WeightsRef:
-    """Flatten and put ONE object per version; returns the ``WeightsRef`` workers load.
-
-    ``use_ray=None`` puts into the object store when Ray is initialised and keeps the
-    buffer itself otherwise (local mode); ``True``/``False`` force either.
-    """
-    if not isinstance(version, int) or version < 0:
-        raise StaleWeightsError(f"version={version!r}: published versions are integers >= 0")
-    buffer, manifest = flatten(named_tensors, dtype)
-    if use_ray is None:
-        use_ray = _ray_initialised()
-    if use_ray:
-        import ray
-
-        return WeightsRef(version, ray.put(buffer), manifest)
-    return WeightsRef(version, buffer, manifest)
+    """``Publisher().publish(...)`` with a buffer of its own (one-off publishing; a learner
+    keeps one ``Publisher`` so that its staging buffer is reused)."""
+    return Publisher().publish(named_tensors, version, dtype, use_ray)
 
 
 def fetch(ref: WeightsRef) -> np.ndarray:

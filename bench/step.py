@@ -3,6 +3,7 @@
     python -m bench.step                       # both parts
     python -m bench.step --part sync --sizes-mb 100,1000
     python -m bench.step --part step --steps 3
+    python -m bench.step --part async --steps 4 --reward-delay-ms 200
 
 sync: the learner's path for one version — flatten the trainable tensors into one buffer,
 one ``ray.put``, a receiving actor fetches it (zero-copy) and copies it into its parameters
@@ -12,6 +13,10 @@ Printed as ``sync/copy``: how many plain copies one object-store sync costs.
 
 step: the smoke run (deploy/configs/smoke.yaml: 2 text workers, 1 image worker, 1 learner,
 accuracy + tiny HPS) on the synthetic manifest; mean seconds per part of a step.
+
+async: the smoke run's steps/s with ``train.max_staleness`` 0 and 1, as a ratio, and again
+with every reward request delayed (``--reward-delay-ms``, a remote judge): how much of that
+latency the streaming and the pipeline hide.
 """
 
 from __future__ import annotations
@@ -53,16 +58,17 @@ def bench_sync(sizes_mb: list[int], repeats: int) -> None:
     import ray
 
     from actors.group import as_actor
-    from actors.weights import flatten, publish
+    from actors.weights import Publisher, flatten
 
     for mb in sizes_mb:
         src = _tensors(mb)
         receiver = as_actor(_Receiver, {"num_cpus": 1}).remote({k: v.shape for k, v in src.items()})
         dst = {k: torch.zeros_like(v) for k, v in src.items()}
         syncs, copies, loads, flats = [], [], [], []
+        publisher = Publisher()  # as the learner: one staging buffer, reused per version
         for version in range(repeats):
             t0 = time.perf_counter()
-            ref = publish(src, version)
+            ref = publisher.publish(src, version)
             loads.append(ray.get(receiver.load.remote(ref)))
             syncs.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
@@ -117,11 +123,86 @@ def bench_step(steps: int) -> None:
         print(f"  {k:<20} {v:7.3f} s  ({v / statistics.mean(r['time/step'] for r in rows):5.1%})")
 
 
+def _steps_per_s(staleness: int, steps: int, delay_s: float) -> tuple[float, dict]:
+    """Steps/s of the smoke run with ``train.max_staleness=staleness`` over ``steps`` steps
+    after a warm-up step (start-up excluded), every reward request delayed by ``delay_s``."""
+    import asyncio
+
+    from deploy.config import RunConfig, load_config
+    from deploy.train import Trainer
+    from pairing.synthetic import colour_square_manifest
+    from rewards.client import RewardClient
+
+    send = RewardClient._send
+
+    async def delayed(self, items, http):
+        await asyncio.sleep(delay_s)  # a remote judge's latency
+        return await send(self, items, http)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(
+            RunConfig,
+            "deploy/configs/smoke.yaml",
+            [
+                f"run.root={tmp}",
+                f"train.manifest={colour_square_manifest(tmp + '/data')}",
+                "rewards.port=18331",
+                f"train.max_staleness={staleness}",
+                f"train.steps={steps + 3}",  # the pipeline stays full while timed
+            ],
+        )
+        RewardClient._send = delayed if delay_s else send
+        trainer = Trainer(cfg)
+        try:
+            rows = [trainer.step()]  # warm-up: one-time costs, and the pipeline fills
+            t0 = time.perf_counter()
+            rows += [trainer.step() for _ in range(steps)]
+            wall = time.perf_counter() - t0
+        finally:
+            RewardClient._send = send
+            trainer.close()
+    return steps / wall, {
+        k: statistics.mean(r[k] for r in rows[1:]) for k in rows[-1] if "time/" in k
+    }
+
+
+def bench_async(steps: int, delay_ms: float) -> None:
+    """k = 0 vs k = 1 on the smoke config, without and with an injected reward latency."""
+    delay = delay_ms / 1000
+    rate = {}
+    for k in (0, 1):
+        for d in (0.0, delay):
+            rate[k, d], times = _steps_per_s(k, steps, d)
+            print(
+                f"async: max_staleness={k} reward delay {d * 1e3:4.0f} ms: "
+                f"{rate[k, d]:.3f} steps/s ("
+                + ", ".join(f"{n.split('/')[1]} {v:.2f}" for n, v in sorted(times.items()))
+                + " s)",
+                flush=True,
+            )
+    # Before streaming, a step scored its understanding terms, then its generation terms,
+    # one round each after sampling: the smoke run's two terms pay 2 x delay per step.
+    injected = 2 * delay
+    for k in (0, 1):
+        exposed = 1 / rate[k, delay] - 1 / rate[k, 0.0]
+        print(
+            f"async: max_staleness={k}: {delay_ms:.0f} ms per reward call adds "
+            f"{exposed * 1e3:.0f} ms per step of the {injected * 1e3:.0f} ms a serial "
+            f"scoring round per term adds: {1 - exposed / injected:.0%} hidden"
+        )
+    for d in (0.0, delay):
+        print(
+            f"async: steps/s k=1 / k=0 (reward delay {d * 1e3:.0f} ms): "
+            f"{rate[1, d] / rate[0, d]:.2f}x"
+        )
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--part", choices=["sync", "step", "all"], default="all")
+    p.add_argument("--part", choices=["sync", "step", "async", "all"], default="all")
+    p.add_argument("--reward-delay-ms", type=float, default=200.0, help="async: injected")
     p.add_argument("--sizes-mb", default="100,1000")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=3)
@@ -134,6 +215,8 @@ def main(argv=None) -> None:
             bench_sync([int(x) for x in args.sizes_mb.split(",")], args.repeats)
         if args.part in ("step", "all"):
             bench_step(args.steps)
+        if args.part in ("async", "all"):
+            bench_async(args.steps, args.reward_delay_ms)
     finally:
         ray.shutdown()
 

@@ -6,6 +6,8 @@
         rng.pt               python / numpy / torch RNG states of the driver (tensors and
                              lists only: it loads with ``torch.load(weights_only=True)``)
         config.yaml          the resolved run config
+        pending.pkl          train.max_staleness >= 1 only: the batches sampled ahead of the
+                             step (rollouts with their rewards), finished before the save
     <run_dir>/checkpoints/latest   name of the newest complete checkpoint
 
 Crash-safe at every point (``save``): a checkpoint is written into ``step_XXXXXX.tmp``,
@@ -113,8 +115,11 @@ def checkpoint_root(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save(run_dir: str | Path, state: TrainerState, cfg, save_learner) -> Path:
+def save(
+    run_dir: str | Path, state: TrainerState, cfg, save_learner, pending: list | None = None
+) -> Path:
     """Write a checkpoint for ``state.step``; ``save_learner(dir)`` writes the learner part.
+    ``pending``: the batches sampled ahead (asynchronous training), pickled beside it.
     A step that already has a complete checkpoint is not written again."""
     root = checkpoint_root(run_dir)
     final = root / f"step_{state.step:06d}"
@@ -127,6 +132,12 @@ def save(run_dir: str | Path, state: TrainerState, cfg, save_learner) -> Path:
     _point("learner")
     save_learner(str(tmp / "learner"))
     torch.save(rng_state(), tmp / "rng.pt")
+    if pending is not None:
+        import pickle
+
+        staleness = getattr(getattr(cfg, "train", None), "max_staleness", None)
+        with open(tmp / PENDING, "wb") as f:
+            pickle.dump({"max_staleness": staleness, "batches": pending}, f)
     write_resolved(cfg, tmp)
     _point("state")
     # trainer_state.json last: a directory holding it is complete
@@ -178,3 +189,27 @@ def load(path: str | Path) -> tuple[Path, TrainerState, dict]:
     raw = json.loads((ckpt / "trainer_state.json").read_text())
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
     return ckpt, TrainerState(raw["step"], raw["weight_version"], raw["pairing"]), rng
+
+
+PENDING = "pending.pkl"
+
+
+def load_pending(ckpt: Path, max_staleness: int) -> list:
+    """The batches a checkpoint saved as sampled ahead, [(Sampled, epoch), ...] in step order
+    (empty for a synchronous checkpoint). They were sampled for ``train.max_staleness`` of
+    the saving run; a run resumed with another value is refused (its batch schedule
+    differs). Unpickled: resume only from checkpoints written by someone you trust."""
+    import pickle
+
+    path = Path(ckpt) / PENDING
+    if not path.is_file():
+        return []
+    with open(path, "rb") as f:
+        saved = pickle.load(f)
+    if saved["batches"] and saved["max_staleness"] != max_staleness:
+        raise ValueError(
+            f"{path}: the checkpoint holds batches sampled ahead with train.max_staleness="
+            f"{saved['max_staleness']}; resume with the same train.max_staleness (got "
+            f"{max_staleness})"
+        )
+    return list(saved["batches"])

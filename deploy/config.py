@@ -102,6 +102,12 @@ class TrainSection:
     """Every k steps (and at the first), log grad/cos_und_gen: the cosine between the
     understanding and generation losses' gradients on the shared parameters, from the same
     batch before its update (PairUni Fig. 1). Costs one extra backward per task. 0: off."""
+    # --- asynchronous training (deploy/pipeline.py) ---
+    max_staleness: int = 0
+    """0: synchronous on-policy steps (sample, score, train, publish). k >= 1: the rollouts of
+    step s+k are sampled and scored while the learner trains on step s, with the weights of
+    step s: rollouts are at most k learner steps behind (verl's one-step off-policy recipe
+    is k = 1; AReaL's max_head_offpolicyness). Rewards stream as chunks finish either way."""
 
     def validate(self) -> None:
         check(self.steps >= 1, "train.steps", self.steps, "must be >= 1", "use e.g. 100")
@@ -134,6 +140,13 @@ class TrainSection:
             "use 0.25",
         )
         check(
+            self.max_staleness >= 0,
+            "train.max_staleness",
+            self.max_staleness,
+            "must be >= 0",
+            "use 0 (synchronous) or 1 (one step off-policy)",
+        )
+        check(
             self.checkpoint_every >= 0,
             "train.checkpoint_every",
             self.checkpoint_every,
@@ -147,6 +160,13 @@ class TrainSection:
             self.strategy,
             "must be joint or alternate",
             "use joint (one model) or alternate (DSR section 4.5's two models)",
+        )
+        check(
+            self.strategy == "joint" or self.max_staleness == 0,
+            "train.max_staleness",
+            self.max_staleness,
+            "the alternating strategy runs synchronous turns",
+            "use 0 with train.strategy=alternate",
         )
         check(
             self.strategy == "joint" or set(self.tasks) == set(names),

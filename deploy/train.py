@@ -4,8 +4,10 @@
         python -m deploy.train --config deploy/configs/<run>.yaml [key.sub=value ...]
 
 One step: pairs -> understanding jobs to the text pool and generation jobs to the image pool
-at the same time -> rewards -> Pair-GRPO advantages -> learner update -> publish weights ->
-rollout workers (and the DSR endpoint) load the new version before the next step samples.
+at the same time, each finished chunk's rewards requested at once -> Pair-GRPO advantages ->
+learner update -> publish weights -> rollout workers (and the DSR endpoint) load the new
+version before the next step samples. With ``train.max_staleness`` k >= 1 the batches of
+the next k steps are sampled and scored meanwhile (``deploy/pipeline.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ from deploy.dataflow import (
     task_rewards,
 )
 from deploy.metrics import MetricsWriter, plot_curves
+from deploy.pipeline import (
+    Producer,
+    RewardStream,
+    Sampled,
+    check_endpoint_versions,
+    reward_versions,
+    sample_batch,
+)
 from deploy.resources import ensure_cluster
 from evaluation.during_training import TrainingEval, heldout_problems
 from models.config import ConfigError
@@ -211,15 +221,26 @@ class Trainer:
         }
         # endpoints that score with the policy (DSR) load every weight version it publishes
         self.followers = [h for e, h in handles.items() if cfg.rewards.follows_policy(e)]
+        self._followers_version: int | None = None
+        self._follower_terms = {e for e in names if cfg.rewards.follows_policy(e)}
+        self._stream = RewardStream(self.clients)
+        self._producer = Producer()
+        self._scoring: list = []  # the reward futures of the batch the producer sampled last
+        self._epochs: dict[int, float] = {}
         self.step_num, self.version = 0, 0
+        restored = []
         if resume:
             ckpt, state, rng = checkpoint.load(resume)
             self.learners.load_checkpoint(str(ckpt / "learner"))
             ray.get(self.pairing.load_state.remote(state.pairing))
             checkpoint.set_rng_state(rng)
             self.step_num = state.step
+            restored = checkpoint.load_pending(ckpt, t.max_staleness)
             log.info("resumed from %s at step %d", ckpt, self.step_num)
         self.sync_weights()
+        for sampled, epoch in restored:  # batches sampled before the checkpoint, in order
+            self._producer.add_done(sampled)
+            self._epochs[sampled.index] = epoch
         # one row per step: rows past the step this run starts from (a resumed run repeats
         # them; a fresh run in an old directory starts at 0) are dropped
         self.metrics = MetricsWriter(self.run_dir, keep_until=self.step_num)
@@ -229,52 +250,130 @@ class Trainer:
         """The signal that stopped ``fit`` early, if one did."""
 
     def sync_weights(self) -> float:
-        """Publish the learner's weights once; every consumer loads that version."""
+        """Publish the learner's weights once; every consumer loads that version (with
+        ``train.max_staleness`` >= 1 only the publishing: the producer loads each version
+        into the workers before the batch it samples)."""
         t0 = time.perf_counter()
         ref = self.learners.publish_weights()
-        for pool in (self.text_pool, self.image_pool):
-            if pool is not None:
-                pool.broadcast_weights(ref)
-        for endpoint in self.followers:
-            endpoint.load_weights.remote(ref.ref, ref.version, ref.manifest).result()
+        self._latest = ref
+        if not self.cfg.train.max_staleness:
+            self._load_everywhere(ref)
         self.version = ref.version
         return time.perf_counter() - t0
+
+    def _load_everywhere(self, ref) -> None:
+        """Every rollout worker and every endpoint that follows the policy loads ``ref``
+        (nothing to do where it is already loaded: batches ahead may share a version)."""
+        for pool in (self.text_pool, self.image_pool):
+            if pool is not None and pool.versions.version != ref.version:
+                pool.broadcast_weights(ref)
+        if self._followers_version != ref.version:
+            for endpoint in self.followers:
+                endpoint.load_weights.remote(ref.ref, ref.version, ref.manifest).result()
+            self._followers_version = ref.version
+
+    # ---- one batch: requests, sampling with streamed rewards ------------------------------
+    def _draw(self, index: int):
+        """The pairing batch of step ``index`` and its (understanding, generation) requests."""
+        import ray
+
+        from pairing.datasets import load_image_ref
+
+        t = self.cfg.train
+        batch = ray.get(self.pairing.next_batch.remote(t.pairs_per_step))
+        und_reqs, gen_reqs = build_requests(
+            batch.pairs,
+            index,
+            self.cfg.run.seed,
+            self.cfg.rollout.group_sizes(),
+            load_image_ref,
+            tasks=t.tasks,
+        )
+        return batch, und_reqs, gen_reqs
+
+    def _sample(self, index: int, version: int, und_reqs, gen_reqs, stop=None) -> Sampled:
+        """Sample both pools together, each chunk's rewards requested as it completes (the
+        rewards may still be coming in: ``_rewards_in``)."""
+        t = self.cfg.train
+        pools = {
+            name: (pool, reqs, task)
+            for name, pool, reqs, task in (
+                ("text", self.text_pool, und_reqs, "und"),
+                ("image", self.image_pool, gen_reqs, "gen"),
+            )
+            if pool is not None
+        }
+        terms = {task: t.rewards(task) for task in ("und", "gen")}
+        done, times, futures = sample_batch(pools, self._stream, terms, stop)
+        sampled = Sampled(index, version, done.get("text", []), done.get("image", []), times)
+        sampled.reward_futures = futures
+        return sampled
+
+    def _rewards_in(self, sampled: Sampled) -> Sampled:
+        """Wait for a batch's rewards; check the DSR version rule. ``time/reward``: the wait
+        (the part of reward latency the overlap did not hide)."""
+        if sampled.reward_futures:
+            t0 = time.perf_counter()
+            versions = reward_versions(sampled.reward_futures)
+            check_endpoint_versions(
+                versions, self._follower_terms, sampled.version, sampled.index + 1
+            )
+            sampled.endpoint_versions = {k: sorted(v) for k, v in versions.items()}
+            sampled.reward_futures = []
+            sampled.times["time/reward"] = time.perf_counter() - t0
+        return sampled
+
+    def _produce(self, index: int, und_reqs, gen_reqs, ref) -> Sampled:
+        """The producer thread's work for one batch: load its version, sample, request its
+        rewards (they finish while the next batch samples)."""
+        t0 = time.perf_counter()
+        if self.followers and self._followers_version != ref.version:
+            # a DSR endpoint scores the previous batch with the previous version: its
+            # scores come in before the endpoint moves on
+            reward_versions(self._scoring)
+        self._load_everywhere(ref)
+        load_s = time.perf_counter() - t0
+        sampled = self._sample(index, ref.version, und_reqs, gen_reqs, stop=self._producer.stop)
+        self._scoring = list(sampled.reward_futures)
+        sampled.times["time/weight_load"] = load_s
+        sampled.times["time/produce"] = time.perf_counter() - t0
+        return sampled
+
+    def _fill_pipeline(self) -> None:
+        """Submit every batch up to step ``step_num + k`` not yet submitted (with the current
+        weights: batch b is submitted at the start of step b - k, or at start-up)."""
+        t, producer = self.cfg.train, self._producer
+        nxt = producer.next_index if producer.pending else self.step_num
+        last = min(self.step_num + t.max_staleness, t.steps - 1)
+        for b in range(nxt, last + 1):
+            batch, und_reqs, gen_reqs = self._draw(b)
+            self._epochs[b] = float(batch.epochs.max())
+            producer.submit(b, self._produce, b, und_reqs, gen_reqs, self._latest)
 
     def step(self) -> dict[str, float]:
         import ray
 
-        from actors.group import gather
-
-        cfg, t = self.cfg, self.cfg.train
-        times: dict[str, float] = {}
+        t = self.cfg.train
         t0 = time.perf_counter()
-        self._completed_pairing = ray.get(self.pairing.state.remote())
-        batch = ray.get(self.pairing.next_batch.remote(t.pairs_per_step))
-        from pairing.datasets import load_image_ref
-
-        und_reqs, gen_reqs = build_requests(
-            batch.pairs,
-            self.step_num,
-            cfg.run.seed,
-            cfg.rollout.group_sizes(),
-            load_image_ref,
-            tasks=t.tasks,
-        )
-        jobs = {
-            name: pool.submit(reqs)
-            for name, pool, reqs in (
-                ("text", self.text_pool, und_reqs),
-                ("image", self.image_pool, gen_reqs),
+        if not t.max_staleness:
+            self._completed_pairing = ray.get(self.pairing.state.remote())
+            batch, und_reqs, gen_reqs = self._draw(self.step_num)
+            sampled = self._rewards_in(
+                self._sample(self.step_num, self.version, und_reqs, gen_reqs)
             )
-            if pool is not None
-        }
-        done = dict(zip(jobs, gather(*jobs.values())))
-        und, gen = done.get("text", []), done.get("image", [])
-        for name, job in jobs.items():
-            times[f"time/{name}_rollout"] = job.seconds
-        t1 = time.perf_counter()
-        score(und, t.rewards("und"), self.clients)
-        score(gen, t.rewards("gen"), self.clients)
+            epoch = float(batch.epochs.max())
+        else:
+            self._fill_pipeline()
+            sampled = self._rewards_in(self._producer.take(self.step_num))
+            epoch = self._epochs.pop(self.step_num, math.nan)
+        times = dict(sampled.times)
+        times["time/wait_rollouts"] = time.perf_counter() - t0
+        return self._train(sampled, epoch, times, t0)
+
+    def _train(self, sampled: Sampled, epoch: float, times: dict, t0: float) -> dict[str, float]:
+        """The learner's half of a step on a sampled and scored batch."""
+        cfg, t = self.cfg, self.cfg.train
+        und, gen = sampled.und, sampled.gen
         rollouts = und + gen
         rewards = torch.cat(
             [
@@ -294,7 +393,6 @@ class Trainer:
                 },
             )
             raise
-        times["time/reward"] = time.perf_counter() - t1
         train_batch = self.learners.objective.build_batch(rollouts, rewards, cfg.learner)
         adv = torch.as_tensor(train_batch.advantages, dtype=torch.float64)
         diagnostics = {}
@@ -302,6 +400,7 @@ class Trainer:
             t2 = time.perf_counter()
             diagnostics = self.learners.grad_cosine(train_batch)
             diagnostics["time/grad_cosine"] = time.perf_counter() - t2
+        staleness = [self.version - r.weight_version for r in rollouts]
         t2 = time.perf_counter()
         self._learner_moved = True  # from here a failure leaves the learner past step_num
         learner_metrics = self.learners.update(train_batch)
@@ -311,7 +410,7 @@ class Trainer:
         versions = {r.weight_version for r in rollouts}
         self.step_num += 1
         self._learner_moved = False
-        return {
+        out = {
             **learner_metrics,
             **diagnostics,
             **reward_metrics(rollouts, rewards),
@@ -323,22 +422,42 @@ class Trainer:
             "weight_version": float(self.version),
             "rollout/weight_version_min": float(min(versions)),
             "rollout/count": float(len(rollouts)),
-            "pairs/epoch": float(batch.epochs.max()),
+            "pairs/epoch": epoch,
         }
+        if t.max_staleness:
+            out["offpolicy/staleness_mean"] = float(np.mean(staleness))
+            out["offpolicy/staleness_max"] = float(max(staleness))
+        for term, vs in sampled.endpoint_versions.items():
+            if vs:
+                out[f"reward_version/{term}"] = float(vs[0])
+        return out
 
     def save(self, pairing: dict | None = None) -> Path:
         import ray
 
+        # batches sampled ahead (max_staleness >= 1) are finished and saved with the
+        # checkpoint: a resumed run trains on exactly what the uninterrupted one would
+        pending = [
+            (self._rewards_in(s), self._epochs.get(s.index, math.nan))
+            for s in self._producer.drain()
+        ]
         pairing = pairing if pairing is not None else ray.get(self.pairing.state.remote())
         state = checkpoint.TrainerState(self.step_num, self.version, pairing)
-        return checkpoint.save(self.run_dir, state, self.cfg, self.learners.save_checkpoint)
+        return checkpoint.save(
+            self.run_dir,
+            state,
+            self.cfg,
+            self.learners.save_checkpoint,
+            pending=pending if self.cfg.train.max_staleness else None,
+        )
 
     def save_after_failure(self, start_step: int) -> Path | None:
         """A checkpoint of the last completed step after a failed one, when that is safe:
         some step completed in this run, and the failure came before the learner's update
         (the pairing cursor is put back to where that step left it)."""
-        if self.step_num <= start_step or self._learner_moved:
-            return None
+        if self.step_num <= start_step or self._learner_moved or self.cfg.train.max_staleness:
+            return None  # asynchronous: batches ahead are in an unknown state; the last
+            # periodic checkpoint stands
         try:
             return self.save(self._completed_pairing)
         except Exception:  # the original error is what the user must see
@@ -416,6 +535,10 @@ class Trainer:
 
         # Serve applications first and all at once: they outlive the driver if it is killed
         # (a job stop's SIGKILL), while actors die with it.
+        if getattr(self, "_producer", None) is not None:
+            self._producer.close()  # before the actors it samples with go
+        if getattr(self, "_stream", None) is not None:
+            self._stream.close()
         apps = getattr(self, "_apps", [])
         try:
             if left := delete_apps(apps):

@@ -272,6 +272,7 @@ class Learner:
         )
         self.model.eval()
         self._version = 0
+        self._publisher = flat_weights.Publisher()  # its staging buffer is reused per version
 
     # ---- state ----------------------------------------------------------------------------
     @property
@@ -290,7 +291,7 @@ class Learner:
     def publish_weights(self) -> WeightsRef:
         """The trainable parameters as one flat buffer, cast to the rollout workers' dtype
         (``model.dtype``), put once into the object store when Ray is up."""
-        return flat_weights.publish(
+        return self._publisher.publish(
             self._params, self._version, getattr(torch, self.model_cfg.dtype)
         )
 

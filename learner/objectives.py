@@ -126,7 +126,8 @@ class ClipObjective(Objective):
             stats.add(f"sum/{key}", m[key] * n_tok)
         stats.add("sum/loss_tokens", n_tok)
         stats.maximum("max/ratio_max", m["ratio_max"])
-        stats.add_logprob_diff(task, new, old, len(idx))
+        fresh = [r.weight_version == learner.version for r in rollouts]
+        stats.add_logprob_diff(task, new, old, len(idx), fresh)
         return loss
 
 
@@ -171,7 +172,8 @@ class SimPOObjective(Objective):
         for key in ("reward_chosen", "reward_rejected", "margin", "accuracy"):
             stats.add(f"sum/simpo_{key}", m[key] * P)
         stats.add("sum/simpo_pairs", float(P))
-        stats.add_logprob_diff(task, new, old, 2 * P)
+        fresh = [batch.rollouts[i].weight_version == learner.version for i in rows]
+        stats.add_logprob_diff(task, new, old, 2 * P, fresh)
         return loss
 
 

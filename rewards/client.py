@@ -109,8 +109,14 @@ class RewardClient:
         return (await self.ascore_with_details(items))[0]
 
     async def ascore_with_details(self, items: list[dict]) -> tuple[list[float], list[dict]]:
+        values, details, _ = await self.ascore_versioned(items)
+        return values, details
+
+    async def ascore_versioned(self, items: list[dict]) -> tuple[list[float], list[dict], set[int]]:
+        """(rewards, details, versions): ``versions`` holds the policy weight version each
+        answer said it scored with (the DSR endpoint reports one; others none: empty)."""
         if not items:
-            return [], []
+            return [], [], set()
         size = self.cfg.client_chunk_size
         chunks = [items[s : s + size] for s in range(0, len(items), size)]
         sem = asyncio.Semaphore(self.cfg.client_max_concurrency)
@@ -124,12 +130,17 @@ class RewardClient:
         finally:
             if http is not None:
                 await http.aclose()
-        return [r for part in parts for r in part[0]], [d for part in parts for d in part[1]]
+        versions = {part[2] for part in parts if part[2] is not None}
+        return (
+            [r for part in parts for r in part[0]],
+            [d for part in parts for d in part[1]],
+            versions,
+        )
 
     # ---- one chunk: retries, backoff, NaN on failure --------------------------------------
     async def _chunk(
         self, items: list[dict], sem: asyncio.Semaphore, http
-    ) -> tuple[list[float], list[dict]]:
+    ) -> tuple[list[float], list[dict], int | None]:
         reason = ""
         async with sem:
             for attempt in range(self.cfg.client_max_retries + 1):
@@ -158,9 +169,9 @@ class RewardClient:
             attempt + 1,
             reason,
         )
-        return [math.nan] * len(items), [{}] * len(items)
+        return [math.nan] * len(items), [{}] * len(items), None
 
-    def _check(self, answer: Any, n: int) -> tuple[list[float], list[dict]]:
+    def _check(self, answer: Any, n: int) -> tuple[list[float], list[dict], int | None]:
         """An endpoint's answer -> (rewards, details), or ``_Fatal`` when it does not fit."""
         rewards = answer.get("rewards") if isinstance(answer, dict) else None
         if not isinstance(rewards, list) or len(rewards) != n:
@@ -177,7 +188,9 @@ class RewardClient:
             parts = [{str(k): float(v) for k, v in d.items()} for d in details]
         except (AttributeError, TypeError, ValueError):
             raise _Fatal("answer's details are not objects of numbers") from None
-        return out, [{} if math.isnan(r) else d for r, d in zip(out, parts)]
+        version = answer.get("version")
+        version = int(version) if isinstance(version, (int, float)) else None
+        return out, [{} if math.isnan(r) else d for r, d in zip(out, parts)], version
 
     async def _send(self, items: list[dict], http) -> dict:
         if self.mode == "http":

@@ -50,9 +50,9 @@ def test_smoke_run_versions_fault_and_resume(ray_local, tmp_path):
     first_version = trainer.version
     submit, killed = trainer.text_pool.submit, []
 
-    def submit_then_kill(requests):
+    def submit_then_kill(requests, **kw):
         """Step 2: kill a text worker while its chunk is in flight."""
-        job = submit(requests)
+        job = submit(requests, **kw)
         if trainer.step_num == 1:
             ray.kill(trainer.text_pool.workers[0], no_restart=True)
             killed.append(trainer.step_num)
@@ -154,15 +154,15 @@ def test_a_failed_step_is_logged_numbered_and_the_last_good_one_checkpointed(ray
     cfg = _cfg(tmp_path, _manifest(tmp_path), "fail", "train.steps=4", "train.checkpoint_every=0")
     trainer = Trainer(cfg)
     hps = trainer.clients["hps"]
-    real = hps.score_with_details
+    real = hps.ascore_versioned
 
-    def fails_from_step_3(items):
+    async def fails_from_step_3(items):
         """The hps endpoint answers nothing from step 3 on (every reward NaN)."""
         if trainer.step_num >= 2:
-            return [math.nan] * len(items), [{}] * len(items)
-        return real(items)
+            return [math.nan] * len(items), [{}] * len(items), set()
+        return await real(items)
 
-    hps.score_with_details = fails_from_step_3
+    hps.ascore_versioned = fails_from_step_3
     try:
         with pytest.raises(RuntimeError, match="step 3: .* of rewards failed") as info:
             trainer.fit()
@@ -304,3 +304,94 @@ def test_dsr_alternating_two_models(ray_local, tmp_path):
     assert run_alternating(cfg, resume=True)[0]["turns_done"] == 2
     with pytest.raises(FileExistsError, match="--resume"):
         run_alternating(cfg)
+
+
+@pytest.mark.slow
+def test_async_one_step_off_policy_with_a_killed_worker_and_a_resume(ray_local, tmp_path):
+    # train.max_staleness=1: batch b+1 is sampled (and scored) while the learner trains on
+    # batch b; a text worker is killed while batch 2 samples; a resume from the step-2
+    # checkpoint (which saved the batches sampled ahead) repeats steps 3 and 4.
+    import ray
+
+    from deploy import checkpoint
+    from deploy.train import Trainer
+
+    manifest = _manifest(tmp_path)
+    extra = ("train.max_staleness=1", "train.steps=4")
+    trainer = Trainer(_cfg(tmp_path, manifest, "async", *extra))
+    submit, calls = trainer.text_pool.submit, []
+
+    def submit_then_kill(requests, **kw):
+        """The third batch (index 2): kill a text worker while its chunk is in flight."""
+        job = submit(requests, **kw)
+        calls.append(len(requests))
+        if len(calls) == 3:
+            ray.kill(trainer.text_pool.workers[0], no_restart=True)
+        return job
+
+    trainer.text_pool.submit = submit_then_kill
+    try:
+        trainer.fit()  # 4 steps, a checkpoint after each
+        assert len(calls) == 4 and sum(trainer.text_pool.restarts) >= 1
+    finally:
+        trainer.close()
+    rows = _rows(tmp_path / "async")
+    assert [r["rollout/count"] for r in rows] == [2 * 2 * 4] * 4  # none lost or duplicated
+    # batches 0 and 1 sample with version 0; batch b >= 2 with the weights after step b - 1
+    assert [r["rollout/weight_version_min"] for r in rows] == [0, 0, 1, 2]
+    assert [r["offpolicy/staleness_max"] for r in rows] == [0, 1, 1, 1]
+    assert [r["weight_version"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["logprob_diff/on_version"] < 1e-3  # same weights: sampler == learner
+    for r in rows[1:]:
+        assert "logprob_diff/on_version" not in r  # every rollout is one step stale
+        assert r["logprob_diff"] > 0 and r["offpolicy/iw_min"] <= 1 <= r["offpolicy/iw_max"]
+    for r in rows:
+        assert math.isfinite(r["loss"]) and r["reward/nan_count"] == 0
+    ckpt, _, _ = checkpoint.load(tmp_path / "async" / "checkpoints" / "step_000002")
+    pending = checkpoint.load_pending(ckpt, 1)
+    # after step 2: batch 2 (sampled with version 1 while step 2 trained) is saved with it
+    assert [(s.index, s.version, len(s.und + s.gen)) for s, _ in pending] == [(2, 1, 16)]
+    with pytest.raises(ValueError, match="train.max_staleness=1"):
+        checkpoint.load_pending(ckpt, 0)
+
+    resumed = Trainer(
+        _cfg(tmp_path, manifest, "async_b", *extra),
+        resume=str(tmp_path / "async" / "checkpoints" / "step_000002"),
+    )
+    try:
+        again = [resumed.step(), resumed.step()]
+    finally:
+        resumed.close()
+    for got, want in zip(again, rows[2:]):
+        assert got["loss"] == pytest.approx(want["loss"], abs=1e-5)
+        assert got["reward/und_mean"] == pytest.approx(want["reward/und_mean"], abs=1e-9)
+        assert got["rollout/weight_version_min"] == want["rollout/weight_version_min"]
+
+
+@pytest.mark.slow
+def test_dsr_async_scores_each_batch_with_the_version_that_sampled_it(ray_local, tmp_path):
+    # The DSR endpoint follows the policy; with max_staleness=1 it loads a batch's sampling
+    # version before that batch is sampled, and every answer names the version it used.
+    from deploy.train import Trainer
+
+    cfg = _cfg(
+        tmp_path,
+        _manifest(tmp_path),
+        "dsr_async",
+        "learner.algorithm=dsr_grpo",
+        "rewards.endpoints=[dual]",
+        "train.und_rewards={dual: 1.0}",
+        "train.gen_rewards={dual: 1.0}",
+        "rollout.text_workers=1",
+        "train.max_staleness=1",
+        "train.checkpoint_every=0",
+    )
+    trainer = Trainer(cfg)
+    try:
+        trainer.fit()  # 3 steps
+    finally:
+        trainer.close()
+    rows = _rows(tmp_path / "dsr_async")
+    assert [r["rollout/weight_version_min"] for r in rows] == [0, 0, 1]
+    assert [r["reward_version/dual"] for r in rows] == [0, 0, 1]
+    assert all(r["reward/nan_count"] == 0 for r in rows)

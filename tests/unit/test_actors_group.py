@@ -89,3 +89,15 @@ def test_broadcast_is_version_gated():
     assert not g.broadcast_weights(WeightsRef(0, None, ()))
     assert g.worker_versions() == [1] and g.versions.version == 1
     assert {ro.weight_version for ro in g.map(reqs([5]))} == {1}
+
+
+def test_each_chunk_is_passed_on_once_as_it_completes():
+    # the driver streams chunks to the reward endpoints; a duplicate must not be scored twice
+    g = WorkerGroup(EchoWorker, 0, batch_size=2)
+    seen = []
+    job = g.submit(
+        reqs([1, 2, 3]), on_chunk=lambda rs: seen.append([r.request.request_id for r in rs])
+    )
+    assert seen == [[1, 1, 2, 2], [3, 3]]
+    job.accept(0, g.workers[0].generate(reqs([1, 2])))  # a late duplicate of chunk 0
+    assert len(seen) == 2 and job.duplicates_dropped == 4

@@ -157,3 +157,20 @@ def test_versions_only_go_forward(caplog):
     with pytest.raises(StaleWeightsError, match="refusing weights version 2"):
         v.require_newer(2)
     v.require_newer(3)
+
+
+def test_flatten_into_writes_each_tensor_once_in_place_cast_or_not():
+    from actors.weights import Publisher, flatten_into, layout
+
+    src = {**_tensors(), "e": torch.randn(4, 3).t()}  # a non-contiguous fp32 view
+    manifest, size = layout(src, torch.bfloat16)
+    buffer = np.full(size, 7, dtype=np.uint8)  # stale bytes from an earlier version
+    flatten_into(buffer, src, manifest)
+    got = unflatten_views(buffer, manifest)
+    for name, t in src.items():
+        want = t.to(torch.bfloat16) if t.is_floating_point() else t
+        assert got[name].dtype == want.dtype and torch.equal(got[name], want), name
+    # local mode (no object store): every version keeps a buffer of its own
+    pub = Publisher()
+    one, two = pub.publish(src, 1, use_ray=False), pub.publish(src, 2, use_ray=False)
+    assert one.ref is not two.ref and np.array_equal(one.ref, two.ref)
