@@ -82,8 +82,12 @@ test-eval: install $(EVAL_STAMP)
 
 # The main job: toy world -> pairuni pair -> SFT warm start -> Pair-GRPO on a local Ray
 # cluster, with held-out accuracy / toy-judge reward before and after RL (runs/quickstart/).
+# ARCH=showo: the same run with the tiny Show-o (model.arch; README, "model.arch names the
+# model family"), into runs/quickstart_showo.
+ARCH ?= janus
 quickstart: install
-	$(BIN)/pairuni quickstart --config deploy/configs/quickstart.yaml
+	$(BIN)/pairuni quickstart --config deploy/configs/quickstart.yaml model.arch=$(ARCH) \
+		$(if $(filter-out janus,$(ARCH)),run.name=quickstart_$(ARCH))
 
 clean:
 	rm -rf runs .cache .pytest_cache .ruff_cache

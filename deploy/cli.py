@@ -20,12 +20,13 @@ def _load_model(args, dtype: str = "float32", device: str = "cpu"):
 
 
 def _model_tiny(args) -> None:
-    from models import tiny_unified_model
-
-    m = tiny_unified_model(seed=args.seed)
+    m = family(args.arch).tiny(args.seed, train_vision_tower=False)
     m.save(args.out)
     n = sum(p.numel() for p in m.module.parameters())
-    print(f"wrote a tiny random Janus ({n / 1e6:.2f} M parameters, seed {args.seed}) to {args.out}")
+    print(
+        f"wrote a tiny random {args.arch} model ({n / 1e6:.2f} M parameters, seed {args.seed}) "
+        f"to {args.out}"
+    )
 
 
 def _model_info(args) -> None:
@@ -141,9 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="tiny checkpoints, model info, sampling").add_subparsers(
         dest="model_command", required=True
     )
-    p = model.add_parser("tiny", help="write a tiny random Janus checkpoint")
+    p = model.add_parser("tiny", help="write a tiny random checkpoint of a model family")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch", default="janus", choices=list(FAMILIES), help="model family")
     p.set_defaults(func=_model_tiny)
     p = model.add_parser("info", help="parameter counts per component, and which train")
     p.add_argument("--model", required=True, help="local checkpoint directory")

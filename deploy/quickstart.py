@@ -5,7 +5,8 @@
 1. toy world (``pairing/toyworld.py``): U parquet, G tar shards, held-out files;
 2. `pairuni pair` on it (random-init ResNet-50 features; there are no weights here), then
    the toy world's augmentation completes the aligned pairs (``complete_aligned``);
-3. a tiny Janus of ``quickstart.tiny_hidden`` with the palette VQ (``models/palette_vq.py``);
+3. a tiny model of family ``model.arch`` (Janus, or Show-o with ``model.arch=showo``) of
+   ``quickstart.tiny_hidden`` with closed-form toy-world tokenizers (the family's ``toy``);
 4. SFT warm start (``deploy/sft.py``) on the pairs;
 5. Pair-GRPO on a local Ray cluster (``deploy/train.py``: text workers, image worker,
    accuracy + toy_judge Serve endpoints, DeepSpeed learner actor);
@@ -130,21 +131,16 @@ def pair_agreement(manifest: str, world: dict) -> dict:
 
 
 def build_base_model(cfg: RunConfig, path: Path) -> Path:
-    """The tiny Janus of the configured shape with the palette VQ tokenizer and the palette
-    vision tower (closed-form stand-ins for the pretrained ones a real Janus has; see
-    ``models/palette_vq.py`` and ``models/palette_vision.py``), saved as a checkpoint."""
-    from models import tiny_unified_model
-    from models.tiny import TinyShape
+    """The tiny model of family ``model.arch`` in the configured shape with closed-form image
+    tokenizers for the toy world's flat-colour cells in place of pretrained ones (the
+    family's ``toy`` builder: Janus gets the palette VQ and vision tower, Show-o the cell
+    palette tokenizer), saved as a checkpoint."""
+    from models.registry import family
 
-    q = cfg.quickstart
-    shape = TinyShape(
-        hidden=q.tiny_hidden,
-        layers=q.tiny_layers,
-        heads=q.tiny_hidden // 64,
-        intermediate=2 * q.tiny_hidden,
-    )
-    m = tiny_unified_model(cfg.model.seed, shape, palette=True)
-    m.save(path)
+    fam, q = family(cfg.model.arch), cfg.quickstart
+    if fam.toy is None:
+        raise ValueError(f"model.arch={cfg.model.arch!r} has no toy-world model for the quickstart")
+    fam.toy(cfg.model.seed, hidden=q.tiny_hidden, layers=q.tiny_layers).save(path)
     return path
 
 
@@ -298,9 +294,10 @@ def warm_start(cfg: RunConfig, times: dict) -> WarmStart:
 
 def evaluate_dir(cfg: RunConfig, ws: WarmStart, path) -> dict:
     """``evaluate`` on the model directory ``path`` with the run's held-out settings."""
-    from models import load_unified_model
+    from models.registry import build_policy
 
-    return evaluate(load_unified_model(path), ws.und, ws.prompts, cfg, cfg.run.seed + 1)
+    model = build_policy(dataclasses.replace(cfg.model, path=str(path)))  # with model.diffusion
+    return evaluate(model, ws.und, ws.prompts, cfg, cfg.run.seed + 1)
 
 
 def init_ray(temp_dir: str | None = None) -> None:

@@ -89,19 +89,19 @@ def check_failures(rewards: torch.Tensor, limit: float, clients: dict, step: int
 
 
 def policy_rewards(cfg: RunConfig):
-    """``cfg.rewards`` with the DSR endpoint's copy defaulting to the policy's own start:
-    an empty ``rewards.dual.model_path`` means ``model.path`` (of family ``model.arch``), so
-    a DSR run needs the checkpoint named once. (Empty both: the tiny random model.)"""
+    """``cfg.rewards`` with the DSR endpoint's copy built as the policy is: an empty
+    ``rewards.dual.model_path`` means ``model.path`` (of family ``model.arch``), so a DSR run
+    needs the checkpoint named once (empty both: the tiny random model); and the copy always
+    scores with the run's ``model.diffusion`` (a masked-diffusion family's estimator: steps,
+    prompt dropping, mask seed), so R_U and R_G are the policy's own estimate, also for the
+    alternating strategy's other model, which this run's model settings describe too."""
     import dataclasses
 
-    dual = cfg.rewards.dual
-    if dual.model_path:
-        return cfg.rewards
-    # empty model.path too: the tiny random model, of the policy's family (model.arch)
-    return dataclasses.replace(
-        cfg.rewards,
-        dual=dataclasses.replace(dual, model_path=cfg.model.path, arch=cfg.model.arch),
-    )
+    dual = dataclasses.replace(cfg.rewards.dual, diffusion=cfg.model.diffusion)
+    if not dual.model_path:
+        # empty model.path too: the tiny random model, of the policy's family (model.arch)
+        dual = dataclasses.replace(dual, model_path=cfg.model.path, arch=cfg.model.arch)
+    return dataclasses.replace(cfg.rewards, dual=dual)
 
 
 def caption_problems(manifest: str, und_terms: dict[str, float]) -> list[str]:

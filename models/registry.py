@@ -34,6 +34,11 @@ class Family:
     check_checkpoint: Callable[[str | os.PathLike, str], None]
     """``check_checkpoint(path, key)``: raise, naming ``key`` and the fix, unless ``path``
     holds a checkpoint this family loads. Cheap (no weights read): runs before any actor."""
+    toy: Callable[..., UnifiedPolicy] | None = None
+    """``toy(seed, *, hidden, layers)``: the tiny model of the quickstart's toy world, with
+    closed-form image tokenizers for its flat-colour cells in place of pretrained ones
+    (Janus: ``models/palette_vq.py`` + ``models/palette_vision.py``; Show-o:
+    ``models.showo_vq.CellPalette``); None when the family has no toy-world instance."""
     configure: Callable[[UnifiedPolicy, ModelConfig], None] | None = None
     """``configure(policy, model_cfg)``: apply the family's own ``model.*`` settings (Show-o:
     ``model.diffusion``) to a built policy; None when it has none."""

@@ -579,6 +579,7 @@ def tiny_showo(
     *,
     train_vision_tower: bool = False,
     hidden: int = 128,
+    layers: int = 2,
     grid: int = 4,
     codebook_size: int = 256,
     max_text_len: int = 32,
@@ -601,7 +602,13 @@ def tiny_showo(
         "max_seq_length": max_text_len,
     }
     vq = CellPalette(grid, codebook_size=codebook_size)
-    return _build(tiny_phi_config(hidden), tokenizer, cfg, vq, seed=seed)
+    return _build(tiny_phi_config(hidden, layers, hidden // 64), tokenizer, cfg, vq, seed=seed)
+
+
+def toy_showo(seed: int = 0, *, hidden: int = 128, layers: int = 2) -> ShowoModel:
+    """The quickstart's tiny Show-o: ``hidden`` wide (head_dim 64), ``layers`` deep, 4 x 4
+    codes of the cell palette (64 px, the toy world's images)."""
+    return tiny_showo(seed, hidden=hidden, layers=layers)
 
 
 def configure(policy: ShowoModel, model_cfg) -> None:
@@ -611,6 +618,6 @@ def configure(policy: ShowoModel, model_cfg) -> None:
 
 SHOWO = Family(
     "showo", load=load_showo, tiny=tiny_showo, check_checkpoint=check_checkpoint_dir,
-    configure=configure,
+    toy=toy_showo, configure=configure,
 )  # fmt: skip
 """Show-o in its published layout (``model.arch: showo``)."""

@@ -477,7 +477,17 @@ def load_unified_model(
     return UnifiedModel(hf, processor, train_vision_tower=train_vision_tower)
 
 
+def toy_janus(seed: int = 0, *, hidden: int = 128, layers: int = 2) -> UnifiedModel:
+    """The quickstart's tiny Janus: ``hidden`` wide (head_dim 64), ``layers`` deep, with the
+    palette VQ tokenizer and vision tower."""
+    from models.tiny import TinyShape
+
+    shape = TinyShape(hidden=hidden, layers=layers, heads=hidden // 64, intermediate=2 * hidden)
+    return tiny_unified_model(seed, shape, palette=True)
+
+
 JANUS = Family(
-    "janus", load=load_unified_model, tiny=tiny_unified_model, check_checkpoint=check_checkpoint_dir
-)
+    "janus", load=load_unified_model, tiny=tiny_unified_model, check_checkpoint=check_checkpoint_dir,
+    toy=toy_janus,
+)  # fmt: skip
 """Janus / Janus-Pro in transformers' format (``model.arch: janus``)."""

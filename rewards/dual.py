@@ -15,12 +15,13 @@ endpoint's declaration at the end of this module is read without it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from models.config import DTYPES, check
+from models.config import DTYPES, MaskedDiffusionConfig, check
 from models.tasks import TASKS as ALL_TASKS
 from models.tasks import Task
 from rewards.spec import EndpointSettings, EndpointSpec, Scorer, declare
@@ -78,15 +79,24 @@ class DualScorer:
         seed: int = 0,
         batch_size: int = 8,
         arch: str = "janus",
+        diffusion: MaskedDiffusionConfig | None = None,
     ):
         if model is None:
             from models.config import ModelConfig
             from models.registry import build_policy
 
             # The builder the learner and the rollout workers use: the same parameter names,
-            # so the policy's weight versions load into this copy.
+            # so the policy's weight versions load into this copy; ``diffusion`` (the run's
+            # model.diffusion) gives a masked-diffusion family the policy's own estimator.
             model = build_policy(
-                ModelConfig(arch=arch, path=model_path, dtype=dtype, device=device, seed=seed)
+                ModelConfig(
+                    arch=arch,
+                    path=model_path,
+                    dtype=dtype,
+                    device=device,
+                    seed=seed,
+                    diffusion=diffusion or MaskedDiffusionConfig(),
+                )
             )
         self.model = model
         self.batch_size = batch_size
@@ -172,6 +182,11 @@ class DualSettings(EndpointSettings):
     """Load every weight version the trained policy publishes (DSR's self-reward). False:
     score with the checkpoint at model_path, frozen (the alternating strategy, DSR section
     4.5, where each model is rewarded by the other's likelihoods)."""
+    diffusion: MaskedDiffusionConfig = dataclasses.field(default_factory=MaskedDiffusionConfig)
+    """Image-token estimator of a masked-diffusion scoring copy (Show-o: steps, prompt-drop
+    probability, mask seed; the keys of model.diffusion). A training run replaces it with its
+    own model.diffusion (``deploy.train.policy_rewards``), so that R_U / R_G are the
+    policy's own estimate; set here, it counts for a reward server started on its own."""
 
     def check_settings(self, key: str) -> None:
         from models.registry import FAMILIES
@@ -198,6 +213,7 @@ class DualSettings(EndpointSettings):
             f"must be one of {DTYPES}",
             "use float32 on CPU, bfloat16 on GPU",
         )
+        self.diffusion.validate()  # its keys are model.diffusion's, what a run copies here
 
 
 class DualEndpointScorer(Scorer):
@@ -211,6 +227,7 @@ class DualEndpointScorer(Scorer):
             seed=s.seed,
             batch_size=s.max_batch_size,
             arch=s.arch,
+            diffusion=s.diffusion,
         )
 
     def score(self, items: list[DualItem]) -> list[float]:

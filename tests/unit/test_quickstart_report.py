@@ -49,3 +49,27 @@ def test_grid_is_written(tmp_path):
         tmp_path / "grid.png",
     )
     assert out.is_file() and out.stat().st_size > 1000
+
+
+def test_base_model_is_the_toy_model_of_model_arch(tmp_path):
+    """The quickstart's base model is the family's toy-world model of the configured shape,
+    and it round-trips through the directory evaluation reloads (``build_policy``)."""
+    import dataclasses
+
+    from deploy.config import RunConfig, load_config
+    from deploy.quickstart import build_base_model
+    from models.registry import build_policy
+    from models.showo_vq import CellPalette
+
+    cfg = load_config(
+        RunConfig,
+        "deploy/configs/quickstart.yaml",
+        ["model.arch=showo", "quickstart.tiny_layers=1", "model.diffusion.steps=4"],
+    )
+    path = build_base_model(cfg, tmp_path / "base")
+    m = build_policy(dataclasses.replace(cfg.model, path=str(path)))
+    assert type(m).__name__ == "ShowoModel" and isinstance(m.vq, CellPalette)
+    assert m.net.showo.config.num_hidden_layers == 1 and m.settings.steps == 4
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:16, :16] = (255, 0, 0)  # one red cell on black: a palette image decodes to itself
+    assert np.array_equal(m.decode_images(m.encode_images([img])), img[None])

@@ -72,3 +72,52 @@ def test_bad_weights_leave_the_model_untouched():
     with pytest.raises(ValueError, match="has shape"):
         apply_named_weights(m, {name: np.zeros((1, 2, 3), np.float32)})
     assert bool((p.detach() == before).all())
+
+
+def test_the_dsr_copy_of_a_show_o_policy_scores_with_the_policys_estimator():
+    """R_U / R_G of Show-o are one-step estimates whose prompt dropping depends on
+    model.diffusion (prompt_drop_prob, mask_seed): the endpoint's copy a run builds
+    (``policy_rewards`` -> ``DualEndpointScorer``) must score with the policy's settings, not
+    rewards.dual's defaults, in self-reward and in the alternating strategy alike."""
+    import dataclasses
+
+    from deploy.config import RunConfig, load_config
+    from deploy.train import policy_rewards
+    from models.config import MaskedDiffusionConfig
+    from models.registry import build_policy
+    from rewards.dual import DualEndpointScorer
+
+    cfg = load_config(
+        RunConfig,
+        "deploy/configs/smoke.yaml",
+        [
+            "model.arch=showo",
+            "model.diffusion.prompt_drop_prob=0.6",
+            "model.diffusion.mask_seed=11",
+            "model.diffusion.steps=3",
+        ],
+    )
+    dual = policy_rewards(cfg).dual
+    assert dual.diffusion == cfg.model.diffusion != MaskedDiffusionConfig()
+    assert (dual.arch, dual.model_path) == ("showo", "")
+    other = dataclasses.replace(cfg.rewards.dual, model_path="/elsewhere", follow_policy=False)
+    alt = dataclasses.replace(cfg, rewards=dataclasses.replace(cfg.rewards, dual=other))
+    assert policy_rewards(alt).dual.diffusion == cfg.model.diffusion  # the other model: too
+    assert policy_rewards(alt).dual.model_path == "/elsewhere"
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    texts = ["a red circle", "a blue square on a white background", "two dots"]
+    tasks = ["understanding", "generation", "understanding"]
+    got = DualEndpointScorer(dual).model.score(tasks, images, texts)
+    policy = build_policy(cfg.model)  # the policy itself, as the learner builds it
+    want = [
+        policy.dual_likelihood_understanding([images[0]], [texts[0]])[0],
+        policy.dual_likelihood_generation([images[1]], [texts[1]])[0],
+        policy.dual_likelihood_understanding([images[2]], [texts[2]])[0],
+    ]
+    assert np.allclose(got, want, atol=1e-6)
+    defaults = dataclasses.replace(dual, diffusion=MaskedDiffusionConfig())
+    stale = DualEndpointScorer(defaults).model.score(tasks, images, texts)
+    u = [0, 2]  # R_U drops prompt tokens (the answer) by the settings: the defaults differ
+    assert not np.allclose([stale[i] for i in u], [want[i] for i in u], atol=1e-4)
