@@ -64,3 +64,15 @@ def as_rgb_list(images, name: str = "images") -> list[np.ndarray]:
     if not out:
         raise ValueError(f"{name} is empty; pass at least one image")
     return out
+
+
+def by_component(named: dict, prefixes) -> list[tuple[str, dict]]:
+    """``named`` parameters grouped by ``(label, name prefix)`` pairs in that order, then
+    ``("other", rest)`` when any are left: every parameter once (``UnifiedPolicy.components``)."""
+    out = [
+        (label, {n: p for n, p in named.items() if n.startswith(prefix)})
+        for label, prefix in prefixes
+    ]
+    seen = {n for _, group in out for n in group}
+    rest = {n: p for n, p in named.items() if n not in seen}
+    return out + ([("other", rest)] if rest else [])

@@ -37,7 +37,14 @@ import torch
 import torch.nn.functional as F
 
 from models import showo_diffusion
-from models.checks import as_rgb_list, check_cfg, check_n, check_temperature, check_text
+from models.checks import (
+    as_rgb_list,
+    by_component,
+    check_cfg,
+    check_n,
+    check_temperature,
+    check_text,
+)
 from models.interface import ImageSamples, TextSamples
 from models.prompts import DESCRIBE_QUESTION
 from models.registry import Family
@@ -50,7 +57,7 @@ from models.showo_layout import (
     mmu_prompt_ids,
 )
 from models.showo_vq import MISSING_VQ, CellPalette, load_vq, to_pixels
-from models.text_tokens import Padded
+from models.text_tokens import Padded, trim_at_eos
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -124,14 +131,7 @@ class ShowoModel:
         return self.trainable_parameters()
 
     def components(self) -> list[tuple[str, dict[str, torch.nn.Parameter]]]:
-        named = dict(self.net.named_parameters())
-        out = [
-            (label, {n: p for n, p in named.items() if n.startswith(prefix)})
-            for label, prefix in COMPONENTS
-        ]
-        seen = {n for _, group in out for n in group}
-        rest = {n: p for n, p in named.items() if n not in seen}
-        return out + ([("other", rest)] if rest else [])
+        return by_component(dict(self.net.named_parameters()), COMPONENTS)
 
     # ---- modes --------------------------------------------------------------------------
     def train(self, mode: bool = True) -> ShowoModel:
@@ -363,11 +363,7 @@ class ShowoModel:
                 use_cache=True,
             )
         tokens, logprobs = torch.stack(toks, 1), torch.stack(lps, 1)  # [N, T]
-        out_ids, out_lp = [], []
-        for row, row_lp in zip(tokens.tolist(), logprobs):
-            length = row.index(eos) + 1 if eos in row else len(row)
-            out_ids.append(row[:length])
-            out_lp.append(row_lp[:length].cpu())
+        out_ids, out_lp = trim_at_eos(tokens, logprobs, eos)
         texts = self.tokenizer.batch_decode(out_ids, skip_special_tokens=True)
         return TextSamples(out_ids, out_lp, [t.strip() for t in texts])
 

@@ -85,12 +85,7 @@ def sample(model, processor, images, questions, n, temperature, max_new_tokens, 
             use_cache=True,
         )
     tokens, logprobs = torch.stack(toks, 1), torch.stack(lps, 1)  # [N, T]
-    ids, lp = [], []
-    for row, row_lp in zip(tokens.tolist(), logprobs):
-        length = row.index(eos) + 1 if eos in row else len(row)
-        ids.append(row[:length])
-        lp.append(row_lp[:length].cpu())
-    return ids, lp
+    return trim_at_eos(tokens, logprobs, eos)
 
 
 def logprobs(model, processor, images, questions, token_ids: list[list[int]], temperature: float):
@@ -117,3 +112,16 @@ def logprobs(model, processor, images, questions, token_ids: list[list[int]], te
     logits = model.lm_head(out.last_hidden_state[:, L - 1 : L + T - 1]).float()  # [N, T, V]
     logp = F.log_softmax(logits / temperature, -1).gather(-1, resp[..., None]).squeeze(-1)
     return Padded(logp.masked_fill(~resp_mask, 0.0), resp_mask)
+
+
+def trim_at_eos(
+    tokens: torch.Tensor, logprobs: torch.Tensor, eos: int
+) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """Per row of ``[N, T]`` sampled tokens and their log-probs: the tokens up to and
+    including the first EOS (all of them when none), and their log-probs on the CPU."""
+    ids, lp = [], []
+    for row, row_lp in zip(tokens.tolist(), logprobs):
+        length = row.index(eos) + 1 if eos in row else len(row)
+        ids.append(row[:length])
+        lp.append(row_lp[:length].cpu())
+    return ids, lp

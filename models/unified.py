@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from models import image_tokens, static_sampler, text_tokens, vq
-from models.checks import as_rgb_list, check_cfg, check_n, check_temperature, check_text
+from models.checks import (
+    as_rgb_list,
+    by_component,
+    check_cfg,
+    check_n,
+    check_temperature,
+    check_text,
+)
 from models.interface import ImageSamples, TextSamples
 from models.prompts import DESCRIBE_QUESTION
 from models.registry import Family
@@ -105,14 +112,7 @@ class UnifiedModel:
 
     def components(self) -> list[tuple[str, dict[str, torch.nn.Parameter]]]:
         """Every parameter once, by Janus component (``COMPONENTS``), in that order."""
-        named = dict(self.hf.named_parameters())
-        out = [
-            (label, {n: p for n, p in named.items() if n.startswith(prefix)})
-            for label, prefix in COMPONENTS
-        ]
-        seen = {n for _, group in out for n in group}
-        rest = {n: p for n, p in named.items() if n not in seen}
-        return out + ([("other", rest)] if rest else [])
+        return by_component(dict(self.hf.named_parameters()), COMPONENTS)
 
     # ---- modes --------------------------------------------------------------------------
     @property
