@@ -344,6 +344,7 @@ def test_learner_clip_loss_reads_the_new_keys():
     cfg.validate()
     learner = Learner.__new__(Learner)  # no engine: only the objective's own code runs
     learner.cfg, learner.device = cfg, torch.device("cpu")
+    learner._version = 0  # the rollouts below were sampled by this version (on-policy)
     mask = torch.ones(2, 1, dtype=torch.bool)
     new = Padded(t([[math.log(4)], [math.log(2)]], torch.float32), mask)
     ref = Padded(torch.zeros(2, 1), mask)
