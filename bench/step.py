@@ -92,20 +92,10 @@ def bench_sync(sizes_mb: list[int], repeats: int) -> None:
 
 
 def bench_step(steps: int) -> None:
-    from deploy.config import RunConfig, load_config
     from deploy.train import Trainer
-    from pairing.synthetic import colour_square_manifest
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(
-            RunConfig,
-            "deploy/configs/smoke.yaml",
-            [
-                f"run.root={tmp}",
-                f"train.manifest={colour_square_manifest(tmp + '/data')}",
-                "rewards.port=18331",
-            ],
-        )
+        cfg = _smoke_config(tmp)
         t0 = time.perf_counter()
         trainer = Trainer(cfg)
         start = time.perf_counter() - t0
@@ -123,14 +113,29 @@ def bench_step(steps: int) -> None:
         print(f"  {k:<20} {v:7.3f} s  ({v / statistics.mean(r['time/step'] for r in rows):5.1%})")
 
 
+def _smoke_config(tmp: str, *overrides: str):
+    """The smoke config on a colour-square manifest written under ``tmp``, plus overrides."""
+    from deploy.config import RunConfig, load_config
+    from pairing.synthetic import colour_square_manifest
+
+    return load_config(
+        RunConfig,
+        "deploy/configs/smoke.yaml",
+        [
+            f"run.root={tmp}",
+            f"train.manifest={colour_square_manifest(tmp + '/data')}",
+            "rewards.port=18331",
+            *overrides,
+        ],
+    )
+
+
 def _steps_per_s(staleness: int, steps: int, delay_s: float) -> tuple[float, dict]:
     """Steps/s of the smoke run with ``train.max_staleness=staleness`` over ``steps`` steps
     after a warm-up step (start-up excluded), every reward request delayed by ``delay_s``."""
     import asyncio
 
-    from deploy.config import RunConfig, load_config
     from deploy.train import Trainer
-    from pairing.synthetic import colour_square_manifest
     from rewards.client import RewardClient
 
     send = RewardClient._send
@@ -140,16 +145,10 @@ def _steps_per_s(staleness: int, steps: int, delay_s: float) -> tuple[float, dic
         return await send(self, items, http)
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(
-            RunConfig,
-            "deploy/configs/smoke.yaml",
-            [
-                f"run.root={tmp}",
-                f"train.manifest={colour_square_manifest(tmp + '/data')}",
-                "rewards.port=18331",
-                f"train.max_staleness={staleness}",
-                f"train.steps={steps + 3}",  # the pipeline stays full while timed
-            ],
+        cfg = _smoke_config(
+            tmp,
+            f"train.max_staleness={staleness}",
+            f"train.steps={steps + 3}",  # the pipeline stays full while timed
         )
         RewardClient._send = delayed if delay_s else send
         trainer = Trainer(cfg)
