@@ -22,7 +22,8 @@ q_proj.weight``, ``showo.lm_head.weight`` ... (transformers' ``PhiForCausalLM`` 
 attribute ``showo``, embeddings resized to ``vocab_size``). The Phi config and tokenizer
 come from ``llm_model_path``: a local directory, absolute or relative to the checkpoint
 (Show-o's own points at ``microsoft/phi-1_5``: download it and set the path). The image
-tokenizer is ``vq/config.json`` (``models/showo_vq.py``: MAGVIT-v2 is not implemented).
+tokenizer (MAGVIT-v2, ``models/showo_magvit.py``) is the local directory config.json's
+``vq_model_name`` names, else ``vq/`` (``models/showo_vq.py``).
 ``ShowoModel.save`` writes this layout with ``llm/`` and ``vq/`` inside.
 """
 
@@ -56,7 +57,7 @@ from models.showo_layout import (
     mmu_mask,
     mmu_prompt_ids,
 )
-from models.showo_vq import MISSING_VQ, CellPalette, load_vq, to_pixels
+from models.showo_vq import MISSING_VQ, VQ_KEY, CellPalette, load_vq, to_pixels, vq_dir
 from models.text_tokens import Padded, trim_at_eos
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -422,14 +423,14 @@ class ShowoModel:
         path = Path(path)
         (path / "llm").mkdir(parents=True, exist_ok=True)
         cfg = {**self.config, "llm_model_path": "llm", "max_seq_length": self.max_text_len}
+        cfg.pop(VQ_KEY, None)  # the tokenizer goes to vq/ below
         (path / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         save_file(state, str(path / "model.safetensors"))
         self.net.showo.config.save_pretrained(path / "llm")
         self.tokenizer.save_pretrained(path / "llm")
         if self.vq is not None:
-            (path / "vq").mkdir(exist_ok=True)
-            (path / "vq" / "config.json").write_text(json.dumps(self.vq.config()), "utf-8")
+            self.vq.save_pretrained(path / "vq")
 
 
 # ---- building and loading -----------------------------------------------------------------
@@ -475,6 +476,7 @@ def check_checkpoint_dir(path: str | os.PathLike, key: str = "model.path") -> No
     if not any((path / f).is_file() for f in WEIGHT_FILES):
         raise FileNotFoundError(f"{key}: {path} has none of {WEIGHT_FILES}")
     _llm_dir(path, cfg)
+    vq_dir(path, cfg)
 
 
 def _build(phi_config, tokenizer, cfg: dict, vq, seed: int | None = None) -> ShowoModel:
@@ -505,7 +507,6 @@ def load_showo(
     llm = _llm_dir(path, cfg)
     phi_config = AutoConfig.from_pretrained(llm, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(llm, local_files_only=True, padding_side="left")
-    grid = round(cfg["num_vq_tokens"] ** 0.5)
     m = _build(phi_config, tokenizer, cfg, None)
     state = _read_weights(path)
     missing, unexpected = m.net.load_state_dict(state, strict=False)
@@ -519,7 +520,7 @@ def load_showo(
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is not one of {tuple(DTYPES)}")
         dtype = DTYPES[dtype]
-    m.vq = load_vq(path, grid, cfg["codebook_size"])
+    m.vq = load_vq(path, cfg)
     return m.to(device, dtype).eval()
 
 
