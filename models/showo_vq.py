@@ -150,7 +150,8 @@ def load_vq(path: Path, cfg: dict) -> CellPalette | MagvitV2 | None:
         raise ValueError(
             f"{cfg_file}: type {kind!r} / _class_name {vq_cfg.get('_class_name')!r} is no image "
             f"tokenizer pairuni knows: MAGVIT-v2 (_class_name 'MAGVITv2' or type 'magvitv2') or "
-            "the toy world's cell palette (type 'palette')"
+            "the toy world's cell palette (type 'palette'); for a MAGVIT-v2 directory whose "
+            'config.json says otherwise, add "type": "magvitv2" to it'
         )
     if vq_cfg.get("grid") != grid:
         raise ValueError(
