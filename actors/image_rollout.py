@@ -15,7 +15,7 @@ import numpy as np
 from actors.config import RolloutConfig
 from actors.text_rollout import by_n, check_requests
 from actors.types import Rollout, RolloutRequest, WeightsRef
-from actors.weights import UNSYNCED, load_into
+from actors.weights import UNSYNCED, Wire, load_into
 from actors.worker import WeightsGate
 from models.config import ModelConfig
 from models.registry import build_policy
@@ -71,7 +71,7 @@ class ImageRolloutWorker:
         out.sort(key=lambda ro: (order[ro.request.request_id], ro.sample_index))
         return out
 
-    def _copy_in(self, buffer: np.ndarray, manifest: tuple, version: int) -> None:
+    def _copy_in(self, buffer: Wire, manifest: tuple, version: int) -> None:
         load_into(self.params, buffer, manifest)
         self._version = version
 

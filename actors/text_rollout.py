@@ -21,7 +21,7 @@ import numpy as np
 from actors.backends import vllm_text_backend
 from actors.config import RolloutConfig
 from actors.types import Rollout, RolloutRequest, WeightsRef
-from actors.weights import UNSYNCED, load_into
+from actors.weights import UNSYNCED, Wire, load_into
 from actors.worker import WeightsGate
 from models.config import ModelConfig
 from models.registry import build_policy
@@ -37,7 +37,7 @@ class TextBackend(Protocol):
     def generate(self, requests: list[RolloutRequest]) -> list[Rollout]:
         """``n`` rollouts per request, grouped by request, stamped with ``version``."""
 
-    def load_weights(self, buffer: np.ndarray, manifest: tuple, version: int) -> None:
+    def load_weights(self, buffer: Wire, manifest: tuple, version: int) -> None:
         """Copy a flat weights buffer (``actors.weights``) into the policy."""
 
 
@@ -114,7 +114,7 @@ class HFTextBackend:
         out.sort(key=lambda ro: (order[ro.request.request_id], ro.sample_index))
         return out
 
-    def load_weights(self, buffer: np.ndarray, manifest: tuple, version: int) -> None:
+    def load_weights(self, buffer: Wire, manifest: tuple, version: int) -> None:
         load_into(self.params, buffer, manifest)
         self.version = version
 

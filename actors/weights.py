@@ -1,13 +1,16 @@
-"""Weights as one flat buffer: flatten, zero-copy views, copy into parameters, publish.
+"""Weights as flat bytes: flatten, zero-copy views, copy into parameters, publish.
 
-Publishing a version is two copies on the learner's side (parameters -> a staging buffer
-reused across versions, cast on the way; staging -> the object store) and one on the
-receiver's (object store, zero-copy view -> parameters): ``Publisher``.
+A policy version is described by a manifest ``((name, dtype, shape, offset, nbytes), ...)``
+and travels as the tensors' raw bytes: ONE contiguous uint8 numpy buffer (``flatten``; local
+mode, checkpoints, tests) or, through the object store, a dict ``name -> uint8 bytes`` put as
+one object (``Publisher``). numpy arrays cross Ray's object store zero-copy (a torch
+state_dict is pickled and copied), so a receiver maps each tensor as a view of the bytes and
+copies it once, into its parameters (``load_into``; ``unflatten_views`` reads either form).
 
-A policy version travels as ONE contiguous uint8 numpy buffer plus a manifest
-``((name, dtype, shape, offset, nbytes), ...)``. numpy arrays cross Ray's object store zero-copy (a torch state_dict is
-pickled and copied), so a receiver maps each tensor as a view of the buffer and copies it
-once, into its parameters. bfloat16 has no numpy dtype: it is stored as its raw 16 bits
+Publishing costs one copy on the learner's side when a tensor's bytes already are what
+travels (CPU, contiguous, the workers' dtype: ``ray.put`` copies them straight out of the
+parameter) and two otherwise (cast or device-to-host into a staging buffer reused across
+versions, then the put); the receiver's copy-in is the third or second. bfloat16 has no numpy dtype: it is stored as its raw 16 bits
 (an int16 view) and viewed back as bfloat16 on receipt. Offsets are 64-byte aligned so
 every view is aligned for any dtype and for vectorised copies.
 
@@ -29,6 +32,9 @@ import torch
 from actors.types import WeightsRef
 
 log = logging.getLogger(__name__)
+
+Wire = np.ndarray | dict[str, np.ndarray]
+"""A version's bytes: one flat uint8 buffer, or a dict ``name -> uint8 bytes`` (published)."""
 
 ALIGN = 64
 """Byte alignment of every tensor's offset in the flat buffer."""
@@ -120,7 +126,16 @@ def flatten(
     return buffer, manifest
 
 
-def _check_entry(i: int, entry, size: int) -> tuple:
+def _wire_bytes(t: torch.Tensor, dt: str) -> np.ndarray | None:
+    """``t``'s bytes as a uint8 numpy view when they already are what travels (on the CPU,
+    contiguous, in the wire dtype ``dt``); None when they need a staging copy."""
+    t = t.detach()
+    if t.device.type != "cpu" or t.dtype != DTYPES[dt][0] or not t.is_contiguous():
+        return None
+    return t.reshape(-1).view(torch.uint8).numpy()
+
+
+def _check_entry(i: int, entry, size: int | None) -> tuple:
     where = f"manifest[{i}]"
     if not isinstance(entry, (tuple, list)) or len(entry) != 5:
         raise ManifestError(
@@ -139,7 +154,7 @@ def _check_entry(i: int, entry, size: int) -> tuple:
         )
     if offset % ALIGN:
         raise ManifestError(f"{where}: offset {offset} is not a multiple of {ALIGN}")
-    if offset < 0 or offset + nbytes > size:
+    if size is not None and (offset < 0 or offset + nbytes > size):
         raise ManifestError(
             f"{where}: bytes [{offset}, {offset + nbytes}) fall outside the {size}-byte buffer; "
             "the buffer and manifest come from different versions"
@@ -147,26 +162,45 @@ def _check_entry(i: int, entry, size: int) -> tuple:
     return name, dt, tuple(shape), offset, nbytes
 
 
-def unflatten_views(buffer: np.ndarray, manifest) -> dict[str, torch.Tensor]:
+def _is_bytes(a) -> bool:
+    return isinstance(a, np.ndarray) and a.dtype == np.uint8 and a.ndim == 1
+
+
+def unflatten_views(buffer: Wire, manifest) -> dict[str, torch.Tensor]:
     """Tensors that are views of ``buffer`` (no copy), one per manifest entry.
 
-    The views alias the buffer: a read-only buffer (as ``ray.get`` returns) gives read-only
-    memory, so copy out of the views, never write into them.
+    ``buffer`` is one flat uint8 buffer (entries at their offsets) or a dict ``name -> uint8
+    bytes`` (what ``Publisher`` puts; offsets unused). The views alias it: read-only memory
+    (as ``ray.get`` returns) gives read-only views, so copy out of them, never write into them.
     """
-    if not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or buffer.ndim != 1:
+    parts = buffer if isinstance(buffer, dict) else None
+    if parts is None and not _is_bytes(buffer):
         raise ManifestError(
-            f"buffer must be a 1-D uint8 numpy array, got "
+            f"buffer must be a 1-D uint8 numpy array or a dict of them, got "
             f"{type(buffer).__name__} {getattr(buffer, 'dtype', '')} "
             f"{getattr(buffer, 'shape', '')}"
         )
     out, seen = {}, set()
     for i, entry in enumerate(manifest):
-        name, dt, shape, offset, nbytes = _check_entry(i, entry, buffer.size)
+        name, dt, shape, offset, nbytes = _check_entry(i, entry, None if parts else buffer.size)
         if name in seen:
             raise ManifestError(f"manifest[{i}]: name {name!r} appears twice")
         seen.add(name)
-        np_dtype = DTYPES[dt][1]
-        arr = buffer[offset : offset + nbytes].view(np_dtype).reshape(shape)  # view, no copy
+        if parts is None:
+            raw = buffer[offset : offset + nbytes]
+        else:
+            raw = parts.get(name)
+            if not _is_bytes(raw) or raw.size != nbytes:
+                got = (
+                    "missing"
+                    if raw is None
+                    else f"{type(raw).__name__} {getattr(raw, 'shape', '')}"
+                )
+                raise ManifestError(
+                    f"manifest[{i}] ({name!r}): needs {nbytes} uint8 bytes in the published "
+                    f"dict, got {got}; the weights and manifest come from different versions"
+                )
+        arr = raw.view(DTYPES[dt][1]).reshape(shape)  # view, no copy
         with warnings.catch_warnings():
             # torch warns on read-only arrays (object-store buffers); the views are read only.
             warnings.simplefilter("ignore", UserWarning)
@@ -176,7 +210,7 @@ def unflatten_views(buffer: np.ndarray, manifest) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def load_into(params: dict[str, torch.nn.Parameter], buffer: np.ndarray, manifest) -> int:
+def load_into(params: dict[str, torch.nn.Parameter], buffer: Wire, manifest) -> int:
     """Copy every manifest tensor into the parameter of the same name; returns bytes copied.
 
     Names must match both ways, and shapes and dtypes exactly; a mismatch names the
@@ -211,18 +245,21 @@ def load_into(params: dict[str, torch.nn.Parameter], buffer: np.ndarray, manifes
 
 
 class Publisher:
-    """Publishes versions through ONE staging buffer, allocated once and reused.
+    """Publishes versions as one object each, copying only what must be copied.
 
-    A version costs one copy into the staging buffer (``flatten_into``: cast and copy in
-    one pass) and the object store's copy out of it (``ray.put``); nothing is allocated or
-    page-faulted per version. ``ray.put`` has copied the buffer when it returns, so the next
-    version may overwrite it while workers still read the previous one from the store.
-    Without Ray (local mode) the ref holds the buffer itself, so each version gets its own.
+    A tensor whose bytes already are what travels (``_wire_bytes``: CPU, contiguous, the
+    workers' dtype) goes to ``ray.put`` as a view of the parameter itself: the put is its one
+    copy. Any other (a cast, a GPU tensor, a strided view) is first written into ONE staging
+    buffer, allocated once and reused (``flatten_into``: cast and copy in one pass), and put
+    from there. ``ray.put`` has copied everything when it returns, so the learner may change
+    its parameters, and the next version may overwrite the staging buffer, while workers
+    still read this one from the store. Without Ray (local mode) the ref holds a flat buffer
+    of its own per version (``flatten``).
     """
 
     def __init__(self):
         self._buffer: np.ndarray | None = None
-        self._manifest: tuple | None = None
+        self._manifest: tuple | None = None  # of the staged tensors, in the staging buffer
 
     def publish(
         self,
@@ -231,26 +268,33 @@ class Publisher:
         dtype: torch.dtype | None = None,
         use_ray: bool | None = None,
     ) -> WeightsRef:
-        """Flatten and put ONE object per version; returns the ``WeightsRef`` workers load.
+        """Put ONE object per version (a dict ``name -> uint8 bytes``); returns the
+        ``WeightsRef`` workers load.
 
-        ``use_ray=None`` puts into the object store when Ray is initialised and keeps the
-        buffer itself otherwise (local mode); ``True``/``False`` force either.
+        ``use_ray=None`` puts into the object store when Ray is initialised and keeps a flat
+        buffer otherwise (local mode); ``True``/``False`` force either.
         """
         if not isinstance(version, int) or version < 0:
             raise StaleWeightsError(f"version={version!r}: published versions are integers >= 0")
         if use_ray is None:
             use_ray = _ray_initialised()
-        manifest, size = layout(named_tensors, dtype)
         if not use_ray:
             buffer, manifest = flatten(named_tensors, dtype)
             return WeightsRef(version, buffer, manifest)
-        if self._buffer is None or self._manifest != manifest:
-            self._buffer = np.zeros(size, dtype=np.uint8)  # padding stays zero
-            self._manifest = manifest
-        flatten_into(self._buffer, named_tensors, manifest)
+        manifest, _ = layout(named_tensors, dtype)
+        parts = {e[0]: _wire_bytes(named_tensors[e[0]], e[1]) for e in manifest}
+        staged = {n: named_tensors[n] for n, b in parts.items() if b is None}
+        if staged:
+            staged_manifest, size = layout(staged, dtype)
+            if self._buffer is None or self._manifest != staged_manifest:
+                self._buffer = np.zeros(size, dtype=np.uint8)
+                self._manifest = staged_manifest
+            flatten_into(self._buffer, staged, staged_manifest)
+            for name, _, _, off, nbytes in staged_manifest:
+                parts[name] = self._buffer[off : off + nbytes]
         import ray
 
-        return WeightsRef(version, ray.put(self._buffer), manifest)
+        return WeightsRef(version, ray.put(parts), manifest)
 
 
 def publish(
@@ -264,9 +308,10 @@ def publish(
     return Publisher().publish(named_tensors, version, dtype, use_ray)
 
 
-def fetch(ref: WeightsRef) -> np.ndarray:
-    """The flat buffer of ``ref``: ``ray.get`` (zero-copy, read-only) or the local buffer."""
-    if isinstance(ref.ref, np.ndarray):
+def fetch(ref: WeightsRef) -> Wire:
+    """The bytes of ``ref`` (``unflatten_views`` reads them): ``ray.get`` of the published
+    dict (zero-copy, read-only) or the local flat buffer."""
+    if isinstance(ref.ref, (np.ndarray, dict)):
         return ref.ref
     import ray
 

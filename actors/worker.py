@@ -13,10 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from actors.types import WeightsRef
-from actors.weights import VersionedWeights, fetch
+from actors.weights import VersionedWeights, Wire, fetch
 
 
 class WeightsGate:
@@ -32,7 +30,7 @@ class WeightsGate:
     def version(self) -> int:
         return self.versions.version
 
-    def load(self, ref: WeightsRef, copy_in: Callable[[np.ndarray, tuple, int], None]) -> int:
+    def load(self, ref: WeightsRef, copy_in: Callable[[Wire, tuple, int], None]) -> int:
         """Fetch ``ref`` and ``copy_in(buffer, manifest, version)`` unless it is not newer.
 
         Returns the version held afterwards. Holds the lock, so never overlaps sampling.

@@ -16,7 +16,6 @@ import math
 import threading
 from typing import Any
 
-import numpy as np
 from ray import serve
 
 from rewards.spec import get
@@ -86,9 +85,10 @@ class RewardEndpoint:
     async def load_weights(self, ref: Any, version: int, manifest=None) -> int:
         """Apply policy version ``version`` from the object store, as a rollout worker does.
 
-        ``ref`` is an ``ObjectRef`` (or its value: Ray resolves top-level refs) of either a
-        dict name -> array or a flat uint8 buffer described by ``manifest``. Scoring waits
-        while the weights change; returns the number of parameters copied.
+        ``ref`` is an ``ObjectRef`` (or its value: Ray resolves top-level refs) of what a
+        learner publishes, described by ``manifest`` (a flat uint8 buffer or a dict of bytes:
+        ``actors.weights``), or, without a manifest, a dict name -> tensor or array. Scoring
+        waits while the weights change; returns the number of parameters copied.
         """
         import ray
 
@@ -96,9 +96,12 @@ class RewardEndpoint:
 
         self._follows_policy()
         value = await ref if isinstance(ref, ray.ObjectRef) else ref
-        named = value if isinstance(value, dict) else unflatten_views(value, manifest)
-        if isinstance(value, np.ndarray) and manifest is None:
-            raise ValueError("a flat weight buffer needs its manifest")
+        if manifest is not None:
+            named = unflatten_views(value, manifest)
+        elif isinstance(value, dict):
+            named = value
+        else:
+            raise ValueError("published weight bytes need their manifest")
 
         def apply() -> int:
             with self._lock:

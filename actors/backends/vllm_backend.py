@@ -49,7 +49,7 @@ import torch
 
 from actors.config import RolloutConfig
 from actors.types import Rollout, RolloutRequest
-from actors.weights import UNSYNCED, ManifestError, load_into, unflatten_views
+from actors.weights import UNSYNCED, ManifestError, Wire, load_into, unflatten_views
 from models.compat import processor_without_torchvision
 from models.config import ModelConfig
 
@@ -280,7 +280,7 @@ class VLLMTextBackend:
                 )
         return rollouts
 
-    def load_weights(self, buffer: np.ndarray, manifest: tuple, version: int) -> None:
+    def load_weights(self, buffer: Wire, manifest: tuple, version: int) -> None:
         """The worker's embedding/vision/aligner copy from ``buffer``, the LM into vLLM."""
         front = tuple(e for e in manifest if e[0] in self.frontend)
         load_into(self.frontend, buffer, front)

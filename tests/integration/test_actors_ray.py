@@ -85,13 +85,22 @@ def test_publish_once_load_everywhere_both_pools_at_once(pools, ray_local):
     text, image, policy = pools
     assert text.worker_versions() == [-1, -1] and image.worker_versions() == [-1]
     _perturb(policy, 1)
-    ref = publish(policy.trainable_parameters(), 1)
+    params = policy.trainable_parameters()
+    ref = publish(params, 1)
     assert isinstance(ref.ref, ray.ObjectRef)  # one object for every worker
-    buf = ray.get(ref.ref)  # from the object store: read-only shared memory, viewed in place
-    assert not buf.flags.writeable
-    views = unflatten_views(buf, ref.manifest)
-    assert all(np.shares_memory(v.numpy(), buf) for v in views.values())
-    del buf, views
+    # the put copied the parameters' own bytes (fp32 on the CPU: no staging copy), so the
+    # learner may change them at once: the published version keeps the values it had
+    name = next(iter(params))
+    want = params[name].detach().clone()
+    params[name].data.add_(1.0)
+    parts = ray.get(ref.ref)  # from the object store: read-only shared memory, viewed in place
+    assert sorted(parts) == sorted(e[0] for e in ref.manifest)
+    assert not any(a.flags.writeable for a in parts.values())
+    views = unflatten_views(parts, ref.manifest)
+    assert all(np.shares_memory(views[n].numpy(), parts[n]) for n in views)
+    assert torch.equal(views[name], want)
+    params[name].data.sub_(1.0)
+    del parts, views
     assert text.broadcast_weights(ref) and image.broadcast_weights(ref)
     assert text.worker_versions() == [1, 1] and image.worker_versions() == [1]
     assert not text.broadcast_weights(ref)  # same version again: ignored

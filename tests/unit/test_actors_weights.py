@@ -174,3 +174,25 @@ def test_flatten_into_writes_each_tensor_once_in_place_cast_or_not():
     pub = Publisher()
     one, two = pub.publish(src, 1, use_ray=False), pub.publish(src, 2, use_ray=False)
     assert one.ref is not two.ref and np.array_equal(one.ref, two.ref)
+
+
+def test_the_dict_of_bytes_reads_like_the_flat_buffer_and_names_a_bad_part():
+    src = _tensors()
+    buf, man = flatten(src)
+    # what Publisher puts: each tensor's bytes under its name (offsets unused)
+    parts = {name: buf[off : off + nbytes] for name, _, _, off, nbytes in man}
+    views = unflatten_views(parts, man)
+    for name, t in src.items():
+        assert torch.equal(views[name].view(torch.uint8), t.view(torch.uint8)), name
+        assert np.shares_memory(views[name].view(torch.uint8).numpy(), parts[name])
+    params = {
+        n: torch.nn.Parameter(torch.zeros_like(t), requires_grad=False) for n, t in src.items()
+    }
+    assert load_into(params, parts, man) == 60 + 14 + 32 + 16
+    assert all(torch.equal(params[n].data, t) for n, t in src.items())
+    with pytest.raises(
+        ManifestError, match=r"manifest\[1\] \('b'\): needs 14 uint8 bytes.*missing"
+    ):
+        unflatten_views({k: v for k, v in parts.items() if k != "b"}, man)
+    with pytest.raises(ManifestError, match=r"\('c'\): needs 32 uint8 bytes.*ndarray \(16,\)"):
+        unflatten_views({**parts, "c": parts["c"][:16]}, man)
