@@ -5,11 +5,14 @@
     python -m bench.step --part step --steps 3
     python -m bench.step --part async --steps 4 --reward-delay-ms 200
 
-sync: the learner's path for one version — flatten the trainable tensors into one buffer,
-one ``ray.put``, a receiving actor fetches it (zero-copy) and copies it into its parameters
-(``actors.weights.load_into``) — timed end to end, against the baseline of copying the
-same bytes tensor by tensor inside one process (``Tensor.copy_``), measured in the same run.
-Printed as ``sync/copy``: how many plain copies one object-store sync costs.
+sync: the learner's path for one version — ``Publisher.publish`` (fp32 CPU tensors in the
+workers' dtype: ``ray.put`` copies them straight from the parameters), a receiving actor
+fetches the object (zero-copy) and copies it into its parameters (``load_into``) — timed end
+to end, against the baseline of copying the same bytes tensor by tensor inside one process
+(``Tensor.copy_``), measured in the same run; printed as ``sync/copy``. The same sync through
+a staging buffer (every tensor flattened into one buffer first, then put: the path for casts
+and GPU tensors, and what every version paid before) is timed alongside, interleaved, as
+``staged/copy``. Minimum over ``--repeats``.
 
 step: the smoke run (deploy/configs/smoke.yaml: 2 text workers, 1 image worker, 1 learner,
 accuracy + tiny HPS) on the synthetic manifest; mean seconds per part of a step.
@@ -55,36 +58,44 @@ class _Receiver:
 
 
 def bench_sync(sizes_mb: list[int], repeats: int) -> None:
+    import numpy as np
     import ray
 
     from actors.group import as_actor
-    from actors.weights import Publisher, flatten
+    from actors.types import WeightsRef
+    from actors.weights import Publisher, flatten_into, layout
 
     for mb in sizes_mb:
         src = _tensors(mb)
         receiver = as_actor(_Receiver, {"num_cpus": 1}).remote({k: v.shape for k, v in src.items()})
         dst = {k: torch.zeros_like(v) for k, v in src.items()}
-        syncs, copies, loads, flats = [], [], [], []
-        publisher = Publisher()  # as the learner: one staging buffer, reused per version
+        manifest, size = layout(src)
+        staging = np.zeros(size, dtype=np.uint8)
+        syncs, staged, copies, loads = [], [], [], []
+        publisher = Publisher()  # as the learner: one Publisher for the run
         for version in range(repeats):
             t0 = time.perf_counter()
             ref = publisher.publish(src, version)
             loads.append(ray.get(receiver.load.remote(ref)))
             syncs.append(time.perf_counter() - t0)
+            del ref
             t0 = time.perf_counter()
-            flatten(src)
-            flats.append(time.perf_counter() - t0)
+            flatten_into(staging, src, manifest)
+            ref = WeightsRef(version, ray.put(staging), manifest)
+            ray.get(receiver.load.remote(ref))
+            staged.append(time.perf_counter() - t0)
+            del ref
             t0 = time.perf_counter()
             for k, v in src.items():
                 dst[k].copy_(v)
             copies.append(time.perf_counter() - t0)
-            del ref
         want = float(sum(v.double().sum() for v in src.values()))
         assert abs(ray.get(receiver.checksum.remote()) - want) < 1e-6 * abs(want) + 1e-3
-        s, c, ld = min(syncs), min(copies), min(loads)
+        s, st, c, ld = min(syncs), min(staged), min(copies), min(loads)
         print(
             f"sync {mb:>5} MB: object-store sync {s * 1e3:8.1f} ms (receiver copy-in "
-            f"{ld * 1e3:7.1f} ms) | in-process copy {c * 1e3:7.1f} ms | sync/copy {s / c:5.2f}x "
+            f"{ld * 1e3:7.1f} ms) | staged {st * 1e3:8.1f} ms | in-process copy "
+            f"{c * 1e3:7.1f} ms | sync/copy {s / c:5.2f}x | staged/copy {st / c:5.2f}x "
             f"| {mb / 1024 / s:5.2f} GB/s",
             flush=True,
         )
