@@ -65,7 +65,9 @@ class RolloutConfig:
     max_restarts: int = 3
     """Restarts allowed per worker slot before the run fails."""
     request_timeout_s: float = 600.0
-    """A sampling call running longer than this is killed and re-dispatched to a restarted worker."""
+    """A sampling call running longer than this is killed and re-dispatched to a restarted worker.
+    Counted from when its worker is built and holds the weights (a restart's model build is
+    not counted)."""
 
     def group_sizes(self) -> tuple[int, int]:
         """(understanding, generation) samples per request."""

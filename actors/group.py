@@ -11,7 +11,9 @@ so the text and image pools sample at the same time.
 
 Faults: a worker that dies (``RayActorError``) or runs a chunk past
 ``request_timeout_s`` (killed) is replaced by a fresh actor, which loads the group's current
-weights before anything else, and its chunk goes back to the queue. Results are kept by
+weights before anything else, and its chunk goes back to the queue. A chunk's clock starts
+once its worker is built and holds the weights: building a model (minutes for a large one,
+longer on a loaded machine) does not count against ``request_timeout_s``. Results are kept by
 ``request_id``, so no request is lost or returned twice. A slot that dies more than
 ``max_restarts`` times fails the map.
 """
@@ -53,6 +55,9 @@ class _Slot:
     restarts: int = 0
     busy: object = None
     """ObjectRef of the chunk this incarnation is sampling, or None."""
+    starting: object = None
+    """ObjectRef of this incarnation's ``ready()`` while it is being built (and loading the
+    weights), else None: chunks sent to it meanwhile wait with their clocks stopped."""
 
 
 @dataclass
@@ -132,11 +137,17 @@ class MapJob:
             self.t_done = time.monotonic()
 
     def kill_overdue(self, now: float) -> None:
-        """Kill workers whose chunk runs past the timeout; their refs then fail and restart."""
+        """Kill workers whose chunk runs past the timeout; their refs then fail and restart.
+
+        A chunk on a worker still being built keeps its clock at ``now``."""
         import ray
 
+        self.group._check_started()
         for info in self.inflight.values():
             slot = self.group._slots[info.slot]
+            if slot.starting is not None and slot.incarnation == info.incarnation:
+                info.t0 = now
+                continue
             if (
                 now - info.t0 > self.group.request_timeout_s
                 and slot.incarnation == info.incarnation
@@ -230,7 +241,10 @@ def _drive(
         refs = [r for j in jobs for r in j.inflight]
         import ray
 
-        poll = 60.0 if stop is None else 0.5  # a stop is noticed within half a second
+        # a stop, or a restarted worker becoming ready (its chunk's clock starts), is
+        # noticed within half a second
+        starting = any(s.starting is not None for j in jobs for s in j.group._slots)
+        poll = 60.0 if stop is None and not starting else 0.5
         ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.01, min(wait_s, poll)))
         for ref in ready:
             owner.pop(ref).on_ready(ref)
@@ -271,6 +285,8 @@ class WorkerGroup:
         else:
             self._cls = as_actor(cls, resources or {"num_cpus": 1})
             self._slots = [_Slot(i, self._new_actor(i)) for i in range(num_workers)]
+            for slot in self._slots:
+                slot.starting = slot.actor.ready.remote()
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -335,6 +351,19 @@ class WorkerGroup:
         if self.versions.current is not None:
             # Actor calls from one caller run in order: this load precedes any generate.
             slot.actor.load_weights.remote(self.versions.current)
+        slot.starting = slot.actor.ready.remote()  # resolves once built and loaded
+
+    def _check_started(self) -> None:
+        """Mark the slots whose ``ready()`` has resolved (built, or failed) as started."""
+        refs = [s.starting for s in self._slots if s.starting is not None]
+        if not refs:
+            return
+        import ray
+
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for slot in self._slots:
+            if slot.starting is not None and slot.starting in done:
+                slot.starting = None
 
     # ---- work ---------------------------------------------------------------------------
     def submit(self, requests: list[RolloutRequest], on_chunk=None) -> MapJob:

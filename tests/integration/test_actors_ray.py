@@ -157,7 +157,12 @@ class FaultyWorker:
     """A model-free worker for the group's fault paths: worker 0 hangs once or always dies."""
 
     def __init__(self, mode: str, flag: str, worker_index: int = 0):
+        import os
+        import time
+
         self.mode, self.flag, self.worker_index, self.v = mode, flag, worker_index, -1
+        if mode == "hang_then_slow_build" and worker_index == 0 and not os.path.exists(flag):
+            time.sleep(6)  # the replacement of the hung worker takes 6 s to build
 
     def generate(self, requests):
         import os
@@ -214,6 +219,24 @@ def test_hung_worker_is_killed_after_the_timeout_and_its_chunk_redone(by_value, 
         out = g.map(requests)
         assert g.restarts == [1, 0] and not flag.exists()
         _check_complete(out, requests, 3)  # the replacement loaded version 3 first
+    finally:
+        g.shutdown()
+
+
+def test_a_replacement_slower_to_build_than_the_timeout_is_not_killed_for_it(by_value, tmp_path):
+    # The chunk's clock starts once the replacement is built and holds the weights: a 6 s
+    # build under request_timeout_s=3 would otherwise be killed too and exhaust max_restarts.
+    flag = tmp_path / "hang"
+    flag.touch()
+    g = WorkerGroup(FaultyWorker, 2, {"num_cpus": 0.5}, ("hang_then_slow_build", str(flag)),
+                    batch_size=2, max_restarts=1, request_timeout_s=3.0, name="text")  # fmt: skip
+    try:
+        g.wait_ready()
+        assert g.broadcast_weights(WeightsRef(2, None, ()))
+        requests = _cheap_requests(6)
+        out = g.map(requests)
+        assert g.restarts == [1, 0] and not flag.exists()
+        _check_complete(out, requests, 2)
     finally:
         g.shutdown()
 
