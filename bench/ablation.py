@@ -40,6 +40,7 @@ from deploy.quickstart import (
     REPORTED,
     _replace,
     evaluate_dir,
+    image_grid,
     reinforce,
     warm_start,
 )
@@ -129,7 +130,11 @@ def run_seed(base: RunConfig, seed: int, root: Path, variants=VARIANTS) -> dict:
                 ws.manifest, str(root / f"seed{seed}_random_pairs.parquet"), seed
             )
         final = reinforce(vcfg, ws, manifest)
-        end = measures(evaluate_dir(vcfg, ws, final))
+        res = evaluate_dir(vcfg, ws, final)
+        end = measures(res)
+        # the held-out images before | after, to be looked at, not only scored
+        image_grid(ws.before, res, ws.prompts, cfg.quickstart.eval_image_samples,
+                   Path(vcfg.run.dir) / "samples_before_after.png")  # fmt: skip
         metrics = Path(vcfg.run.dir) / "metrics.jsonl"
         out["variants"][variant] = {
             "gain": {k: end[k] - start[k] for k in start},
