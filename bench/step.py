@@ -67,7 +67,12 @@ def bench_sync(sizes_mb: list[int], repeats: int) -> None:
 
     for mb in sizes_mb:
         src = _tensors(mb)
-        receiver = as_actor(_Receiver, {"num_cpus": 1}).remote({k: v.shape for k, v in src.items()})
+        # the receiver copies with as many threads as the in-process baseline (Ray gives an
+        # actor num_cpus threads), so sync/copy compares copies of the same kind
+        threads = torch.get_num_threads()
+        receiver = as_actor(_Receiver, {"num_cpus": threads}).remote(
+            {k: v.shape for k, v in src.items()}
+        )
         dst = {k: torch.zeros_like(v) for k, v in src.items()}
         manifest, size = layout(src)
         staging = np.zeros(size, dtype=np.uint8)
