@@ -10,8 +10,11 @@ the tasks should get different amounts of supervision.
 The loss is ``learner.losses.nll_loss`` (the "nll" entry of ``POLICY_LOSSES``) with the
 run's ``learner.loss_agg``; the update is one step of the same DeepSpeed engine the RL
 learner uses (``learner.learner.Learner``: optimiser registry, gradient clipping, ZeRO, bf16
-on GPU), at ``sft.lr``. Generation targets are scored under the conditional policy (no CFG):
-supervised learning fits p(image | prompt); CFG is a sampling-time mix.
+on GPU), at ``sft.lr``. Generation targets are scored by the family's supervised image
+objective (``image_supervised_logprobs``): Janus's exact conditional log-probs (no CFG:
+supervised learning fits p(image | prompt); CFG is a sampling-time mix), Show-o's
+masked-token cross-entropy on randomly masked canvases (``sft/nll_gen`` then averages the
+masked codes only). Its randomness comes from a generator seeded by (``run.seed``, step).
 
 The run directory gets ``sft/metrics.jsonl`` (+ TensorBoard), ``sft/curves.png`` and the
 fine-tuned model as a Hugging Face directory (``sft/model``; `pairuni train` takes it as
@@ -67,10 +70,24 @@ class SftData:
         )  # [N_gen, K]
 
 
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator of SFT step ``step`` of a run seeded ``seed``: a function of both
+    alone, so a rerun (or a resumed run) draws the same masks."""
+    (state,) = np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state) >> 1)
+
+
 def sft_step(
-    learner, data: SftData, und_idx, gen_idx, agg: str, agg_constant: float = 0.0
+    learner,
+    data: SftData,
+    und_idx,
+    gen_idx,
+    agg: str,
+    agg_constant: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """One optimiser step of the NLL on the chosen examples (both tasks in one loss)."""
+    """One optimiser step of the NLL on the chosen examples (both tasks in one loss);
+    ``generator`` feeds the family's supervised image objective (default: seeded 0)."""
     from learner.losses import nll_loss
 
     model, engine = learner.model, learner.engine
@@ -85,9 +102,10 @@ def sft_step(
         task_ids += [Task.UND.id] * len(u)
     if len(gen_idx):
         prompts = [data.gen[i] for i in gen_idx]
-        lp = model.image_logprobs(prompts, data.codes[gen_idx], mode="conditional")  # [B, K]
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        lp, mask = model.image_supervised_logprobs(prompts, data.codes[gen_idx], gen)  # [B, K]
         values.append(lp)
-        masks.append(torch.ones_like(lp, dtype=torch.bool))
+        masks.append(mask.to(lp.device))
         task_ids += [Task.GEN.id] * len(prompts)
     T = max(v.shape[1] for v in values)
     lp_all = torch.cat([torch.nn.functional.pad(v, (0, T - v.shape[1])) for v in values])  # [N, T]
@@ -136,7 +154,13 @@ def run_sft(cfg: RunConfig, out: str | Path | None = None) -> Path:
             und_idx = streams["und"].take(s.per_step("und"))
             gen_idx = streams["gen"].take(s.per_step("gen"))
             m = sft_step(
-                learner, data, und_idx, gen_idx, cfg.learner.loss_agg, cfg.learner.loss_agg_constant
+                learner,
+                data,
+                und_idx,
+                gen_idx,
+                cfg.learner.loss_agg,
+                cfg.learner.loss_agg_constant,
+                step_generator(cfg.run.seed, step),
             )
             m["time/elapsed"] = time.perf_counter() - t0
             writer.write(step, m)

@@ -73,6 +73,10 @@ class MaskedDiffusionConfig:
     in its scripts; 0 = the whole prompt)."""
     mask_seed: int = 0
     """Seed mixed into each rollout's prompt-drop mask (SHA-256 of seed, prompt, tokens)."""
+    cond_dropout_prob: float = 0.1
+    """SFT only: probability that a generation example's whole prompt is replaced by the empty
+    one, so the unconditional stream of CFG is trained too (Show-o's training configs,
+    ``training.cond_dropout_prob: 0.1``)."""
 
     def validate(self) -> None:
         check(self.steps >= 1, "model.diffusion.steps", self.steps, "must be >= 1", "use 18")
@@ -103,6 +107,13 @@ class MaskedDiffusionConfig:
             self.prompt_drop_prob,
             "must be in [0, 1)",
             "use 0.15",
+        )
+        check(
+            0.0 <= self.cond_dropout_prob < 1.0,
+            "model.diffusion.cond_dropout_prob",
+            self.cond_dropout_prob,
+            "must be in [0, 1)",
+            "use 0.1 (Show-o's)",
         )
 
 

@@ -30,6 +30,12 @@ alone (plus prompts and the guidance settings): a family that needs more state t
 reproduce its estimate keeps it a function of (prompt, tokens, seed), never of hidden
 sampler state the learner cannot see.
 
+Supervised fine-tuning does not go through ``image_logprobs``: ``image_supervised_logprobs``
+is the family's own training objective (required). For an autoregressive family it is the
+same teacher-forced log-probs; for a masked-diffusion family it is the masked-token
+cross-entropy on randomly masked canvases, because fitting the one-step estimate teaches
+only each token's marginal given the prompt, which parallel unmasking cannot sample from.
+
 Text answers are autoregressive in both families: ``sample_text`` / ``text_logprobs`` are
 softmax(lm_head / T) per answer token, padded ``[N, T]`` with a mask.
 
@@ -122,6 +128,17 @@ class UnifiedPolicy(Protocol):
         chunk: int = 64,
     ) -> torch.Tensor:
         """Teacher-forced (or one-step estimated) log-probs ``[N, K]``; differentiable."""
+
+    def image_supervised_logprobs(
+        self, prompts: list[str], codes: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The supervised (SFT) image objective of the family: ``(values [N, K], mask [N, K])``
+        for one prompt per row of ground-truth ``codes``; the loss is the NLL of ``values``
+        where ``mask`` is True. Any randomness comes from ``generator`` (CPU), so a seeded
+        SFT run repeats. Autoregressive (Janus): the exact conditional log-probs
+        ``image_logprobs(..., mode="conditional")``, mask all True. Masked diffusion
+        (Show-o): its training objective, log-probs on a partly masked canvas, mask = the
+        masked positions."""
 
     def image_streams(self, mode: str) -> int:
         """Sequences the model runs per image row when ``image_logprobs`` scores in ``mode``

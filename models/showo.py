@@ -263,6 +263,36 @@ class ShowoModel:
             dtype=self.dtype,
         )
 
+    def image_supervised_logprobs(
+        self, prompts: list[str], codes: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Show-o's masked-token training objective (``showo_diffusion.supervised_logprobs``):
+        per row a cosine-schedule share of ``codes [N, K]`` masked, the prompt dropped with
+        ``model.diffusion.cond_dropout_prob``; returns the conditional log-probs ``[N, K]``
+        and the mask ``[N, K]`` of the masked positions, the only ones the loss counts."""
+        prompts = check_text("prompts", prompts)
+        codes = torch.as_tensor(codes, dtype=torch.long).to(self.device)
+        K = self.num_image_tokens
+        if codes.ndim != 2 or codes.shape != (len(prompts), K):
+            raise ValueError(
+                f"codes has shape {tuple(codes.shape)}; expected [{len(prompts)}, {K}] "
+                "(one row of image codes per prompt)"
+            )
+        if int(codes.min()) < 0 or int(codes.max()) >= self.vocab.codebook_size:
+            raise ValueError(f"codes must be image codes in [0, {self.vocab.codebook_size})")
+        s = self.settings
+        return showo_diffusion.supervised_logprobs(
+            self._logits,
+            self.vocab,
+            self._text_ids(prompts),
+            codes,
+            schedule=s.schedule,
+            cond_dropout_prob=s.cond_dropout_prob,
+            max_text_len=self.max_text_len,
+            generator=generator,
+            dtype=self.dtype,
+        )
+
     def image_streams(self, mode: str) -> int:
         return 2 if mode == "combined" else 1
 

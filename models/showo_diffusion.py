@@ -31,6 +31,13 @@ after sampling and returns it as the sampler's log-probs, and the learner recomp
 very same quantity from the rollout, so ``logprob_diff`` (learner - sampler) measures only
 the weights (0 on-policy up to numerics). Differently from d1, which draws a fresh prompt
 mask for every gradient iteration, a rollout keeps one mask for its whole life.
+
+Supervised training (``supervised_logprobs``, what ``pairuni sft`` fits) is Show-o's own
+objective (its Mask Token Prediction loss, section "Training Objectives"), not the one-step estimate: per example a time t ~ U(0, 1),
+``max(1, round(K gamma(t)))`` codes replaced by ``[MASK]``, the prompt replaced by the empty
+one with probability ``cond_dropout_prob`` (CFG training), cross-entropy on the masked codes
+only. So the model learns to fill partly revealed canvases, the states the sampler visits;
+fitting the one-step estimate instead teaches only each code's marginal given the prompt.
 """
 
 from __future__ import annotations
@@ -185,3 +192,71 @@ def one_step_logprobs(
     l_c, l_u = _streams(logits_fn, vocab, text_ids, canvas, max_text_len, keep, mode, dtype)
     logp = F.log_softmax(policy_logits(l_c, l_u, cfg_weight, temperature, mode), -1)
     return logp.gather(-1, tokens[..., None]).squeeze(-1)  # [N, K]
+
+
+# ---- supervised training objective (SFT) ----------------------------------------------------
+def draw_training_masks(
+    N: int, K: int, schedule: str, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Show-o's training corruption (its MTP loss; ``mask_or_random_replace_tokens`` in its
+    ``training/utils.py``, with ``min_masking_rate`` 0 as its configs): per row a time
+    ``t ~ U(0, 1)``, mask ratio ``gamma(t)`` from the sampler's schedule, and
+    ``max(1, round(K gamma(t)))`` positions chosen uniformly without replacement.
+
+    Returns ``ratio [N]`` (float) and ``masked [N, K]`` (bool); all draws come from
+    ``generator`` (CPU), so the same seed gives the same masks."""
+    gamma = SCHEDULES[schedule]
+    t = torch.rand(N, generator=generator)  # [N]
+    ratio = torch.tensor([gamma(float(x)) for x in t])  # [N]
+    n_mask = (K * ratio).round().clamp(min=1, max=K).long()  # [N]
+    score = torch.rand(N, K, generator=generator)  # [N, K]
+    rank = score.argsort(-1).argsort(-1)  # [N, K]: a uniform random permutation per row
+    return ratio, rank < n_mask[:, None]
+
+
+def masked_logprobs(
+    logits_fn,
+    vocab: ShowoVocab,
+    text_ids: list[list[int]],
+    tokens: torch.Tensor,
+    masked: torch.Tensor,
+    *,
+    max_text_len: int,
+    dtype,
+) -> torch.Tensor:
+    """log pi(x_k | canvas, prompt) ``[N, K]`` under the conditional stream, where the
+    canvas holds ``[MASK]`` where ``masked [N, K]`` is True and the true code elsewhere;
+    differentiable. Show-o's t2i loss is the cross-entropy of the masked entries (the caller
+    masks the rest). A row whose ``text_ids`` is empty is the unconditional prompt."""
+    canvas = torch.where(masked, vocab.mask, tokens + vocab.image_offset)  # [N, K]
+    l_c, _ = _streams(logits_fn, vocab, text_ids, canvas, max_text_len, None,
+                      "conditional", dtype)  # fmt: skip
+    logp = F.log_softmax(l_c, -1)  # [N, K, C]
+    return logp.gather(-1, tokens[..., None]).squeeze(-1)  # [N, K]
+
+
+def supervised_logprobs(
+    logits_fn,
+    vocab: ShowoVocab,
+    text_ids: list[list[int]],
+    tokens: torch.Tensor,
+    *,
+    schedule: str,
+    cond_dropout_prob: float,
+    max_text_len: int,
+    generator: torch.Generator,
+    dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Show-o's masked-token training objective as ``(log-probs [N, K], masked [N, K])``:
+    masks from ``draw_training_masks``; each row's prompt replaced by the empty
+    (unconditional) prompt with probability ``cond_dropout_prob`` (classifier-free guidance
+    training, Show-o's ``cond_dropout_prob``); the NLL of the masked entries is Show-o's
+    cross-entropy on masked image tokens."""
+    N, K = tokens.shape
+    _, masked = draw_training_masks(N, K, schedule, generator)
+    drop = torch.rand(N, generator=generator) < cond_dropout_prob  # [N]
+    text_ids = [[] if d else t for t, d in zip(text_ids, drop.tolist())]
+    masked = masked.to(tokens.device)
+    lp = masked_logprobs(logits_fn, vocab, text_ids, tokens, masked,
+                         max_text_len=max_text_len, dtype=dtype)  # fmt: skip
+    return lp, masked

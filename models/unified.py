@@ -213,6 +213,15 @@ class UnifiedModel:
             self.hf, self.tokenizer, prompts, tokens, cfg_weight, temperature, mode, chunk
         )
 
+    def image_supervised_logprobs(
+        self, prompts: list[str], codes: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The SFT image objective: the exact teacher-forced conditional log-probs of every
+        code (``image_logprobs(..., mode="conditional")``) and an all-true mask;
+        ``generator`` is unused (nothing is drawn)."""
+        lp = self.image_logprobs(prompts, codes, mode="conditional")  # [N, K]
+        return lp, torch.ones_like(lp, dtype=torch.bool)
+
     def image_streams(self, mode: str) -> int:
         """Sequences one image row costs when scored in ``mode``: the conditional and the
         unconditional stream for the CFG mix, the conditional one alone otherwise."""
