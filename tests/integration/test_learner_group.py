@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from actors.types import Rollout, RolloutRequest
-from actors.weights import fetch
+from actors.weights import fetch, unflatten_views
 from learner.config import LearnerConfig
 from learner.group import LearnerGroup
 from learner.types import TrainBatch
@@ -84,7 +84,11 @@ def test_one_and_two_learners_take_the_same_step_and_checkpoints_resume(ray_loca
         assert_same_adam_step(after1, one.state_dict(), LR)
 
         ref = two.publish_weights()
-        assert ref.version == 1 and fetch(ref).nbytes > 0
+        assert ref.version == 1
+        published = unflatten_views(fetch(ref), ref.manifest)  # the full (gathered) parameters
+        assert set(published) == set(after1)
+        for name, p in after1.items():
+            assert torch.equal(published[name], p.to(published[name].dtype)), name
 
         # Checkpoint at version 1, take update 2, then restore and take update 2 again:
         # parameters and Adam's (ZeRO-partitioned) state must come back exactly.
