@@ -187,3 +187,63 @@ def test_janus_hook_is_the_teacher_forced_log_probs():
         want = m.image_logprobs(PROMPTS[:2], codes, mode="conditional")
     assert torch.equal(lp, want)
     assert mask.dtype == torch.bool and mask.shape == want.shape and bool(mask.all())
+
+
+def test_training_inputs_are_the_samplers_on_every_canvas(tiny):
+    # issue 23's first suspect: the masked-token loss trains on (sequence, attention mask)
+    # pairs the sampler never feeds. Record what the sampler passes the model at each
+    # unmasking step and rebuild the same canvas through the training path: the conditional
+    # rows must equal the prompt's training rows, the CFG rows the dropped-prompt rows.
+    from models.showo_diffusion import sample
+
+    m, v, K = tiny, tiny.vocab, tiny.num_image_tokens
+    text = m._text_ids(PROMPTS)
+    seen = []
+
+    def recording(store):
+        def fn(seq, mask):
+            store.append((seq.clone(), mask.clone()))
+            return m._logits(seq, mask)
+
+        return fn
+
+    with torch.no_grad():
+        sample(
+            recording(seen), v, text, K, cfg_weight=3.0, temperature=1.0, steps=4,
+            schedule="cosine", remask_temperature=1.0, max_text_len=m.max_text_len,
+            generator=torch.Generator().manual_seed(0), greedy=False, dtype=m.dtype,
+            device=m.device,
+        )  # fmt: skip
+        assert len(seen) == 4
+        N, sl = len(PROMPTS), image_slice(m.max_text_len, K)
+        for seq, mask in seen:
+            canvas = seq[:N, sl]
+            masked = canvas == v.mask
+            codes = torch.where(masked, 0, canvas - v.image_offset)
+            for rows, prompts in ((slice(0, N), text), (slice(N, 2 * N), [[]] * N)):
+                got = []
+                masked_logprobs(recording(got), v, prompts, codes, masked,
+                                max_text_len=m.max_text_len, dtype=m.dtype)  # fmt: skip
+                assert torch.equal(got[0][0], seq[rows])
+                assert torch.equal(got[0][1], mask[rows])
+        # the steps reveal codes: later canvases hold fewer [MASK] than the first (all)
+        assert bool((seen[0][0][:N, sl] == v.mask).all())
+        assert int((seen[-1][0][:N, sl] == v.mask).sum()) < N * K
+
+
+def test_image_positions_differ_only_by_position(tiny):
+    # a fully masked canvas: the 16 image queries hold the same token and see the same keys,
+    # so only the rotary position ids can tell the cells apart (Show-o has no other position
+    # signal); with every position id equal the cells' logits are equal, with 0..L-1 not
+    m, v, K = tiny, tiny.vocab, tiny.num_image_tokens
+    from models.showo_layout import t2i_mask, t2i_sequences
+
+    seq = t2i_sequences(m._text_ids(PROMPTS[:1]), torch.full((1, K), v.mask), v, m.max_text_len)
+    mask = t2i_mask(seq, v, None, m.dtype)
+    sl = image_slice(m.max_text_len, K)
+    with torch.no_grad():
+        same = m.net.showo(input_ids=seq, attention_mask=mask,
+                           position_ids=torch.zeros_like(seq)).logits[0, sl]  # fmt: skip
+        real = m._logits(seq, mask)[0, sl]
+    torch.testing.assert_close(same, same[:1].expand_as(same), atol=1e-5, rtol=0)
+    assert float((real - real[:1]).abs().amax()) > 1e-4
