@@ -100,16 +100,26 @@ def layout(
     return tuple(entries), offset
 
 
+def _wire_bytes(t: torch.Tensor, dt: str) -> np.ndarray | None:
+    """``t``'s bytes as a uint8 numpy view when they already are what travels (on the CPU,
+    contiguous, in the wire dtype ``dt``); None when they need a staging copy."""
+    t = t.detach()
+    if t.device.type != "cpu" or t.dtype != DTYPES[dt][0] or not t.is_contiguous():
+        return None
+    return t.reshape(-1).view(torch.uint8).numpy()
+
+
 @torch.no_grad()
 def flatten_into(buffer: np.ndarray, named_tensors: dict[str, torch.Tensor], manifest) -> None:
     """Copy each tensor straight into its place in ``buffer``: one copy per byte, no
     intermediate tensor (a cast or a device-to-host move happens in the same pass)."""
     for name, dt, shape, off, nbytes in manifest:
         src = named_tensors[name].detach()
-        if src.device.type == "cpu" and src.dtype == DTYPES[dt][0] and src.is_contiguous():
+        raw = _wire_bytes(src, dt)
+        if raw is not None:
             # same bytes: one single-threaded memcpy (torch's threaded copy_ is no faster
             # at memory bandwidth and competes with the learner's threads)
-            buffer[off : off + nbytes] = src.reshape(-1).view(torch.uint8).numpy()
+            buffer[off : off + nbytes] = raw
         else:
             dst = torch.from_numpy(buffer[off : off + nbytes]).view(DTYPES[dt][0]).view(shape)
             dst.copy_(src)
@@ -124,15 +134,6 @@ def flatten(
     buffer = np.zeros(size, dtype=np.uint8)  # [total bytes]
     flatten_into(buffer, named_tensors, manifest)
     return buffer, manifest
-
-
-def _wire_bytes(t: torch.Tensor, dt: str) -> np.ndarray | None:
-    """``t``'s bytes as a uint8 numpy view when they already are what travels (on the CPU,
-    contiguous, in the wire dtype ``dt``); None when they need a staging copy."""
-    t = t.detach()
-    if t.device.type != "cpu" or t.dtype != DTYPES[dt][0] or not t.is_contiguous():
-        return None
-    return t.reshape(-1).view(torch.uint8).numpy()
 
 
 def _check_entry(i: int, entry, size: int | None) -> tuple:
