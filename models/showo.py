@@ -230,16 +230,11 @@ class ShowoModel:
         if mode == "combined":
             check_cfg(cfg_weight)
         check_temperature(temperature)
-        tokens = torch.as_tensor(tokens, dtype=torch.long).to(self.device)
-        K = self.num_image_tokens
-        if tokens.ndim != 2 or tokens.shape[1] != K:
-            raise ValueError(f"tokens has shape {tuple(tokens.shape)}; expected [N, {K}] codes")
+        tokens = self._image_codes("tokens", tokens)
         if tokens.shape[0] % len(prompts):
             raise ValueError(
                 f"{tokens.shape[0]} token rows do not divide into {len(prompts)} prompts"
             )
-        if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab.codebook_size:
-            raise ValueError(f"tokens must be image codes in [0, {self.vocab.codebook_size})")
         n = tokens.shape[0] // len(prompts)
         rows = [p for p in prompts for _ in range(n)]
         s = self.settings
@@ -271,15 +266,12 @@ class ShowoModel:
         ``model.diffusion.cond_dropout_prob``; returns the conditional log-probs ``[N, K]``
         and the mask ``[N, K]`` of the masked positions, the only ones the loss counts."""
         prompts = check_text("prompts", prompts)
-        codes = torch.as_tensor(codes, dtype=torch.long).to(self.device)
-        K = self.num_image_tokens
-        if codes.ndim != 2 or codes.shape != (len(prompts), K):
+        codes = self._image_codes("codes", codes)
+        if codes.shape[0] != len(prompts):
             raise ValueError(
-                f"codes has shape {tuple(codes.shape)}; expected [{len(prompts)}, {K}] "
-                "(one row of image codes per prompt)"
+                f"codes has shape {tuple(codes.shape)}; expected [{len(prompts)}, "
+                f"{self.num_image_tokens}] (one row of image codes per prompt)"
             )
-        if int(codes.min()) < 0 or int(codes.max()) >= self.vocab.codebook_size:
-            raise ValueError(f"codes must be image codes in [0, {self.vocab.codebook_size})")
         s = self.settings
         return showo_diffusion.supervised_logprobs(
             self._logits,
@@ -292,6 +284,17 @@ class ShowoModel:
             generator=generator,
             dtype=self.dtype,
         )
+
+    def _image_codes(self, name: str, codes) -> torch.Tensor:
+        """``codes`` as a long tensor ``[N, K]`` on the model's device; a wrong width or a
+        value outside the codebook is an error naming ``name``."""
+        codes = torch.as_tensor(codes, dtype=torch.long).to(self.device)
+        K = self.num_image_tokens
+        if codes.ndim != 2 or codes.shape[1] != K:
+            raise ValueError(f"{name} has shape {tuple(codes.shape)}; expected [N, {K}] codes")
+        if int(codes.min()) < 0 or int(codes.max()) >= self.vocab.codebook_size:
+            raise ValueError(f"{name} must be image codes in [0, {self.vocab.codebook_size})")
+        return codes
 
     def image_streams(self, mode: str) -> int:
         return 2 if mode == "combined" else 1
