@@ -112,6 +112,13 @@ def score(model: UnifiedPolicy, rollouts: list, task: str, model_cfg: ModelConfi
         return model.text_logprobs(images, questions, ids, temperature=model_cfg.text_temperature)
     prompts = [r.request.prompt for r in heads]
     tokens = torch.as_tensor(np.stack([r.token_ids for r in rollouts]), dtype=torch.long)  # [N, K]
+    orders = [r.image_order for r in rollouts]
+    if any(o is None for o in orders) and any(o is not None for o in orders):
+        raise ValueError(
+            "generation rollouts mix rows with and without image_order (the sampler's reveal "
+            "steps): their workers ran different model.diffusion.logprob_estimator settings"
+        )
+    order = None if orders[0] is None else torch.as_tensor(np.stack(orders), dtype=torch.long)
     values = model.image_logprobs(
         prompts,
         tokens,
@@ -119,6 +126,7 @@ def score(model: UnifiedPolicy, rollouts: list, task: str, model_cfg: ModelConfi
         mode=model_cfg.image_logprob_mode,
         temperature=model_cfg.image_temperature,
         chunk=model_cfg.image_logprob_chunk,
+        order=order,
     )  # [N, K]
     return Padded(values, torch.ones_like(values, dtype=torch.bool))
 

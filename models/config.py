@@ -51,7 +51,7 @@ IMAGE_IMPLEMENTATIONS = ("reference", "static")  # the keys of models.unified.IM
 
 
 SCHEDULES = ("cosine", "linear")  # the keys of models.showo_diffusion.SCHEDULES
-ESTIMATORS = ("one_step",)  # models.showo_diffusion.ESTIMATORS
+ESTIMATORS = ("one_step", "trajectory")  # models.showo_diffusion.ESTIMATORS
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,10 @@ class MaskedDiffusionConfig:
     remask_temperature: float = 1.0
     """Scale of the Gumbel noise on re-masking confidences, annealed by (1 - r) (Show-o: 1.0)."""
     logprob_estimator: str = "one_step"
-    """Image-token log-prob estimate: one_step (diffu-GRPO, DSR appendix A.3): each token from a
-    fully masked canvas, prompt tokens randomly dropped."""
+    """Image-token log-prob estimate of rollouts: one_step (diffu-GRPO, DSR appendix A.3): each
+    token from a fully masked canvas, prompt tokens randomly dropped; trajectory: each token
+    on the canvas the sampler drew it from (one learner pass per unmasking step). Tokens with
+    no trajectory (DSR's R_U of a data set's image) always get one_step."""
     prompt_drop_prob: float = 0.15
     """Probability that the one-step estimate drops each prompt text token (d1's p_mask_prompt
     in its scripts; 0 = the whole prompt)."""

@@ -63,10 +63,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class ImageSamples:
-    """``tokens [N, K]`` and their log-probs under the sampling policy, ``logprobs [N, K]``."""
+    """``tokens [N, K]`` and their log-probs under the sampling policy, ``logprobs [N, K]``;
+    for a masked-diffusion family scoring by trajectory, ``order [N, K]``, the step that
+    revealed each token, which ``image_logprobs(order=...)`` needs to score them again."""
 
     tokens: torch.Tensor
     logprobs: torch.Tensor
+    order: torch.Tensor | None = None
 
 
 @dataclass
@@ -126,8 +129,11 @@ class UnifiedPolicy(Protocol):
         mode: str = "combined",
         temperature: float = 1.0,
         chunk: int = 64,
+        order: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher-forced (or one-step estimated) log-probs ``[N, K]``; differentiable."""
+        """Teacher-forced (or estimated) log-probs ``[N, K]``; differentiable. ``order``: the
+        sampler's ``ImageSamples.order`` where it gave one (masked diffusion's trajectory
+        estimate); an autoregressive family has one order and refuses another."""
 
     def image_supervised_logprobs(
         self, prompts: list[str], codes: torch.Tensor, generator: torch.Generator

@@ -181,7 +181,9 @@ class ShowoModel:
     ) -> ImageSamples:
         """n images' codes per prompt by parallel unmasking (``model.diffusion.steps`` steps,
         ``schedule``, ``remask_temperature``), drawn from the CFG mix; ``logprobs`` are the
-        one-step estimates ``image_logprobs`` gives the same tokens in ``logprob_mode``."""
+        ``model.diffusion.logprob_estimator`` estimates in ``logprob_mode``: ``one_step``
+        (``order`` None) or ``trajectory`` (the sampler's own, ``order`` the reveal steps),
+        what ``image_logprobs`` gives the same tokens (and order)."""
         prompts = check_text("prompts", prompts)
         check_n(n)
         check_cfg(cfg_weight)
@@ -195,7 +197,7 @@ class ShowoModel:
         rows = [p for p in prompts for _ in range(n)]
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else torch.seed())
-        tokens = showo_diffusion.sample(
+        tokens, order, step_lp = showo_diffusion.sample(
             self._logits,
             self.vocab,
             self._text_ids(rows),
@@ -210,10 +212,22 @@ class ShowoModel:
             greedy=greedy,
             dtype=self.dtype,
             device=self.device,
-        )  # [N, K]
+            logprob_mode=logprob_mode,
+        )  # [N, K] each
+        if self._estimator() == "trajectory":
+            return ImageSamples(tokens, step_lp, order)
         with torch.no_grad():
             lp = self.image_logprobs(rows, tokens, cfg_weight, logprob_mode, temperature)
         return ImageSamples(tokens, lp)
+
+    def _estimator(self) -> str:
+        name = self.settings.logprob_estimator
+        if name not in showo_diffusion.ESTIMATORS:
+            raise ValueError(
+                f"model.diffusion.logprob_estimator={name!r} is not one of "
+                f"{showo_diffusion.ESTIMATORS}"
+            )
+        return name
 
     def image_logprobs(
         self,
@@ -223,9 +237,12 @@ class ShowoModel:
         mode: str = "combined",
         temperature: float = 1.0,
         chunk: int = 64,
+        order: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One-step estimated log-probs ``[N, K]`` (``models/showo_diffusion.py``);
-        differentiable. ``chunk`` is unused: one pass predicts all K positions."""
+        """Estimated log-probs ``[N, K]`` (``models/showo_diffusion.py``); differentiable.
+        With ``order [N, K]`` (the reveal steps ``sample_image_tokens`` recorded) the
+        ``trajectory`` estimate, one pass per step; without, the one-step estimate (also
+        for tokens no sampler drew, as DSR's R_U). ``chunk`` is unused."""
         prompts = check_text("prompts", prompts)
         if mode == "combined":
             check_cfg(cfg_weight)
@@ -238,10 +255,19 @@ class ShowoModel:
         n = tokens.shape[0] // len(prompts)
         rows = [p for p in prompts for _ in range(n)]
         s = self.settings
-        if s.logprob_estimator not in showo_diffusion.ESTIMATORS:
-            raise ValueError(
-                f"model.diffusion.logprob_estimator={s.logprob_estimator!r} is not one of "
-                f"{showo_diffusion.ESTIMATORS}"
+        self._estimator()
+        if order is not None:
+            return showo_diffusion.trajectory_logprobs(
+                self._logits,
+                self.vocab,
+                self._text_ids(rows),
+                tokens,
+                torch.as_tensor(order, dtype=torch.long),
+                cfg_weight=cfg_weight,
+                temperature=temperature,
+                mode=mode,
+                max_text_len=self.max_text_len,
+                dtype=self.dtype,
             )
         return showo_diffusion.one_step_logprobs(
             self._logits,

@@ -17,8 +17,23 @@ Gumbel noise scaled by ``remask_temperature * (1 - (s + 1) / S)``; the last step
 everything. gamma is the mask schedule (``SCHEDULES``; Show-o uses cosine, gamma(r) =
 cos(pi r / 2)). All draws come from one generator seeded per request.
 
-Log-probs for RL (``ESTIMATORS``): the sampler's trajectory (which state revealed which
-token) depends on the weights, so the learner cannot replay it. ``one_step`` is diffu-GRPO's
+Log-probs for RL (``ESTIMATORS``). ``trajectory`` scores each token where the sampler drew
+it: ``sample`` records ``order [N, K]``, the step at which each final token was drawn and
+kept (revealed), and the learner rebuilds every canvas from (tokens, order):
+
+    lp_k = log pi(x_k | canvas_s, prompt),  s = order_k,
+    canvas_s = x where order < s, [MASK] elsewhere
+
+That is the exact log-probability of the draw that produced x_k, on the very canvas the
+sampler saw, so ``logprob_diff`` measures only the weights; what it leaves out is the
+re-masking choice (which drawn tokens were kept), a function of the same logits plus Gumbel
+noise. It costs one forward pass (two under ``combined``) per distinct step in ``order``,
+up to ``steps``, against the one-step estimate's one; the rows travel with their order
+(``Rollout.image_order``). A token set without a trajectory (a data set's image: DSR's R_U)
+has no order and gets the one-step estimate.
+
+``one_step`` needs no trajectory. The sampler's trajectory depends on the weights, so the
+learner cannot replay it without the recorded order; ``one_step`` is diffu-GRPO's
 estimate (Zhao et al. 2025, d1; DSR appendix A.3): every token of the image is predicted
 in one step from a fully masked canvas, with each of the prompt's text tokens dropped (its
 key removed from the attention mask) with probability ``prompt_drop_prob``:
@@ -57,7 +72,7 @@ SCHEDULES: dict[str, Callable[[float], float]] = {
     "linear": lambda r: 1.0 - r,
 }
 """Mask schedule gamma(r): the share of the K image tokens still masked after progress r."""
-ESTIMATORS = ("one_step",)
+ESTIMATORS = ("one_step", "trajectory")
 """Image-token log-prob estimators (``model.diffusion.logprob_estimator``)."""
 
 
@@ -87,6 +102,12 @@ def _streams(logits_fn, vocab, text_ids, canvas_ids, max_text_len, keep, mode, d
     return codes[:N], (codes[N:] if mode == "combined" else None)
 
 
+def gumbel(u: torch.Tensor) -> torch.Tensor:
+    """Gumbel(0, 1) noise -log(-log u) from uniforms ``u`` in [0, 1), clamped so that u = 0
+    and u -> 1 stay finite (both logs' arguments are kept >= 1e-20)."""
+    return -torch.log((-torch.log(u.clamp(min=1e-20))).clamp(min=1e-20))
+
+
 @torch.no_grad()
 def sample(
     logits_fn,
@@ -104,12 +125,17 @@ def sample(
     greedy: bool,
     dtype,
     device,
-) -> torch.Tensor:
-    """Codes ``[N, K]`` by iterative parallel unmasking (module docstring); one prompt's
-    ``text_ids`` per row."""
+    logprob_mode: str = "combined",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(codes, order, logprobs)``, each ``[N, K]``, by iterative parallel unmasking (module
+    docstring); one prompt's ``text_ids`` per row. ``order`` is the step that revealed each
+    code, ``logprobs`` its log-prob at that step under the ``logprob_mode`` policy (the
+    ``trajectory`` estimate, from the forward pass that drew it)."""
     N = len(text_ids)
     gamma = SCHEDULES[schedule]
     codes = torch.full((N, K), -1, dtype=torch.long, device=device)  # -1: masked
+    order = torch.full((N, K), steps - 1, dtype=torch.long, device=device)
+    scored = torch.zeros((N, K), dtype=torch.float32, device=device)
     for s in range(steps):
         unknown = codes < 0  # [N, K]
         canvas = torch.where(unknown, vocab.mask, codes + vocab.image_offset)
@@ -122,8 +148,14 @@ def sample(
             drawn = torch.multinomial(logp.exp().view(N * K, -1), 1, generator=generator)
             drawn = drawn.view(N, K)
         drawn = torch.where(unknown, drawn, codes)
+        if logprob_mode == "combined":
+            step_lp = logp.gather(-1, drawn[..., None]).squeeze(-1)
+        else:
+            cond = F.log_softmax(policy_logits(l_c, l_u, cfg_weight, temperature, logprob_mode), -1)
+            step_lp = cond.gather(-1, drawn[..., None]).squeeze(-1)
+        scored = torch.where(unknown, step_lp, scored)  # kept only where revealed now (below)
         if s == steps - 1:
-            return drawn
+            return drawn, order, scored
         ratio = (s + 1) / steps
         n_unknown = unknown.sum(-1)  # [N]
         n_mask = torch.clamp(
@@ -134,11 +166,12 @@ def sample(
         scale = 0.0 if greedy else remask_temperature * (1.0 - ratio)
         if scale > 0:
             u = torch.rand(conf.shape, generator=generator, device=device)
-            conf = conf + scale * -torch.log(-torch.log(u.clamp(1e-20, 1.0)).clamp(min=1e-20))
+            conf = conf + scale * gumbel(u)
         conf = conf.masked_fill(~unknown, float("inf"))  # known tokens stay
         rank = conf.argsort(-1).argsort(-1)  # [N, K]: 0 = least confident
         codes = torch.where(rank < n_mask[:, None], -1, drawn)
-    return codes
+        order = torch.where(unknown & (codes >= 0), s, order)  # revealed at step s
+    return codes, order, scored
 
 
 def keep_mask(
@@ -192,6 +225,35 @@ def one_step_logprobs(
     l_c, l_u = _streams(logits_fn, vocab, text_ids, canvas, max_text_len, keep, mode, dtype)
     logp = F.log_softmax(policy_logits(l_c, l_u, cfg_weight, temperature, mode), -1)
     return logp.gather(-1, tokens[..., None]).squeeze(-1)  # [N, K]
+
+
+def trajectory_logprobs(
+    logits_fn,
+    vocab: ShowoVocab,
+    text_ids: list[list[int]],
+    tokens: torch.Tensor,
+    order: torch.Tensor,
+    *,
+    cfg_weight: float,
+    temperature: float,
+    mode: str,
+    max_text_len: int,
+    dtype,
+) -> torch.Tensor:
+    """The ``trajectory`` estimate ``[N, K]`` of ``tokens [N, K]`` revealed at steps
+    ``order [N, K]`` (module docstring): one pass per distinct step, each scoring the codes
+    revealed at that step on the canvas of the codes revealed before it; differentiable."""
+    if order.shape != tokens.shape:
+        raise ValueError(f"order has shape {tuple(order.shape)}; expected {tuple(tokens.shape)}")
+    order = order.to(tokens.device)
+    out = None
+    for s in torch.unique(order).tolist():
+        canvas = torch.where(order < s, tokens + vocab.image_offset, vocab.mask)
+        l_c, l_u = _streams(logits_fn, vocab, text_ids, canvas, max_text_len, None, mode, dtype)
+        logp = F.log_softmax(policy_logits(l_c, l_u, cfg_weight, temperature, mode), -1)
+        lp = logp.gather(-1, tokens[..., None]).squeeze(-1)  # [N, K]
+        out = lp if out is None else torch.where(order == s, lp, out)
+    return out
 
 
 # ---- supervised training objective (SFT) ----------------------------------------------------

@@ -188,13 +188,20 @@ class UnifiedModel:
         mode: str = "combined",
         temperature: float = 1.0,
         chunk: int = image_tokens.LOGPROB_CHUNK,
+        order: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced log-probs ``[N, K]`` of image tokens; differentiable.
 
         ``prompts`` has one entry per row of ``tokens`` or one per group of n rows.
         ``chunk`` bounds memory: image positions per head -> log-softmax pass, recomputed in
         the backward pass (0: one pass over all K, ~1.2 GB of fp32 logits per 16 rows).
+        ``order`` must be None: Janus draws image tokens in raster order, one at a time.
         """
+        if order is not None:
+            raise ValueError(
+                "order is a masked-diffusion sampler's reveal steps; Janus (model.arch=janus) "
+                "draws image tokens in raster order and takes none"
+            )
         prompts = check_text("prompts", prompts)
         if mode == "combined":
             check_cfg(cfg_weight)

@@ -80,16 +80,18 @@ def test_keep_mask_is_a_seeded_function_of_prompt_and_tokens(tiny):
     assert bool(keep_mask("p", tok, prefix, v, 0.0, seed=0).all())
 
 
-def _brute_force(m, prompt, tokens, cfg_weight, mode, p, seed):
-    """One row at a time: the sequence as a Python list, the mask by a double loop."""
+def _brute_force(m, prompt, tokens, cfg_weight, mode, p, seed, canvas=None):
+    """One row at a time: the sequence as a Python list, the mask by a double loop; the image
+    part is ``canvas`` (ids, one list per row) or all ``[MASK]``."""
     v, K, P = m.vocab, m.num_image_tokens, m.max_text_len + 1
     out = []
     for r in range(tokens.shape[0]):
         streams = []
+        image = [v.mask] * K if canvas is None else list(canvas[r])
         for text in (prompt, "") if mode == "combined" else (prompt,):
             ids = m.tokenizer(text, add_special_tokens=False).input_ids if text else []
             body = [v.t2i, v.bos, *ids, v.eos]
-            seq = [v.pad] * (P - len(body)) + body + [v.soi] + [v.mask] * K + [v.eoi]
+            seq = [v.pad] * (P - len(body)) + body + [v.soi] + image + [v.eoi]
             keep = [True] * len(seq)
             if text:
                 keep[:P] = keep_mask(text, tokens[r], seq[:P], v, p, seed).tolist()
@@ -141,6 +143,63 @@ def test_sampler_returns_the_learners_estimate_and_is_seeded(tiny):
     )
 
 
+@pytest.mark.parametrize("mode", ["combined", "conditional"])
+def test_trajectory_estimator_matches_brute_force_on_the_samplers_canvases(tiny, mode):
+    # the sampler records the step that revealed each code; the canvas it fed the model at
+    # step s must hold exactly the codes with order < s, and each code's log-prob, from the
+    # sampler and from the learner's image_logprobs(order=...), must equal a one-row
+    # brute-force forward pass on that canvas
+    m, v, K = tiny, tiny.vocab, tiny.num_image_tokens
+    m.settings = dataclasses.replace(m.settings, logprob_estimator="trajectory", steps=6)
+    seen = []
+
+    def recording(seq, mask):
+        seen.append(seq.clone())
+        return m._logits(seq, mask)
+
+    text = m._text_ids(PROMPTS)
+    with torch.no_grad():
+        codes, order, step_lp = sample(
+            recording, v, text, K, cfg_weight=3.0, temperature=1.0, steps=6,
+            schedule="cosine", remask_temperature=1.0, max_text_len=m.max_text_len,
+            generator=torch.Generator().manual_seed(1), greedy=False, dtype=m.dtype,
+            device=m.device, logprob_mode=mode,
+        )  # fmt: skip
+    assert len(seen) == 6 and order.min() == 0 and order.max() == 5
+    sl = slice(m.max_text_len + 2, m.max_text_len + 2 + K)  # <soi> at max_text_len + 1
+    for s, seq in enumerate(seen):
+        want = torch.where(order < s, codes + v.image_offset, v.mask)
+        assert torch.equal(seq[: len(PROMPTS), sl], want)
+    learner = m.image_logprobs(PROMPTS, codes, cfg_weight=3.0, mode=mode, order=order)
+    assert learner.requires_grad
+    with torch.no_grad():
+        for r, prompt in enumerate(PROMPTS):
+            for k in range(K):
+                canvas = torch.where(order[r] < order[r, k], codes[r] + v.image_offset, v.mask)
+                slow = _brute_force(m, prompt, codes[r : r + 1], 3.0, mode, 0.0, 0,
+                                    canvas=[canvas.tolist()])  # fmt: skip
+                torch.testing.assert_close(step_lp[r, k], slow[0, k], atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(learner[r, k].detach(), slow[0, k], atol=1e-5, rtol=1e-5)
+    # through the interface: the samples carry the order, and a re-score is exact
+    out = m.sample_image_tokens(PROMPTS, n=2, cfg_weight=3.0, seed=3, logprob_mode=mode)
+    assert out.order is not None and out.order.shape == out.tokens.shape
+    again = m.image_logprobs(PROMPTS, out.tokens, 3.0, mode=mode, order=out.order).detach()
+    torch.testing.assert_close(again, out.logprobs, atol=1e-5, rtol=0)
+    # without an order the same tokens get the one-step estimate (DSR's R_U of data images)
+    one = m.image_logprobs(PROMPTS, out.tokens, 3.0, mode=mode).detach()
+    assert not torch.allclose(one, again)
+    m.settings = dataclasses.replace(m.settings, logprob_estimator="one_step", steps=4)
+
+
+def test_janus_refuses_a_reveal_order():
+    from models.unified import tiny_unified_model
+
+    m = tiny_unified_model(0)
+    tokens = torch.zeros(1, m.num_image_tokens, dtype=torch.long)
+    with pytest.raises(ValueError, match="raster order"):
+        m.image_logprobs(["p"], tokens, order=torch.zeros_like(tokens))
+
+
 def test_unmasking_follows_the_cosine_schedule(tiny):
     # K = 16, S = 4: still masked after step s = floor(16 cos(pi/2 (s+1)/4)), at most all but
     # one of those masked before: 14.78 -> 14, 11.31 -> 11, 6.12 -> 6, then all revealed.
@@ -151,7 +210,7 @@ def test_unmasking_follows_the_cosine_schedule(tiny):
         return tiny._logits(seq, mask)
 
     ids = [tiny.tokenizer(PROMPTS[0], add_special_tokens=False).input_ids]
-    codes = sample(
+    codes, _, _ = sample(
         logits_fn, tiny.vocab, ids, 16, cfg_weight=3.0, temperature=1.0, steps=4,
         schedule="cosine", remask_temperature=1.0, max_text_len=tiny.max_text_len,
         generator=torch.Generator().manual_seed(0), greedy=False, dtype=torch.float32,
@@ -160,6 +219,48 @@ def test_unmasking_follows_the_cosine_schedule(tiny):
     assert seen == [16, 14, 11, 6]  # row 0 (conditional) of each step's one forward pass
     assert codes.shape == (1, 16) and int(codes.min()) >= 0
     assert math.floor(16 * math.cos(math.pi / 8)) == 14
+
+
+def test_gumbel_noise_by_hand():
+    from models.showo_diffusion import gumbel
+
+    u = torch.tensor([0.5, 0.1, 0.0, 1.0])
+    want = [-math.log(-math.log(0.5)), -math.log(-math.log(0.1))]
+    torch.testing.assert_close(gumbel(u)[:2], torch.tensor(want))
+    assert bool(torch.isfinite(gumbel(u)).all())
+
+
+@pytest.mark.parametrize("remask_temperature", [0.0, 1e-3])
+def test_the_least_confident_are_masked_again_and_revealed_codes_stay(tiny, remask_temperature):
+    # a model whose position k draws uniformly among k + 1 codes: confidence log p = -log(k+1)
+    # whatever is drawn, so step 0 of 2 keeps the 5 most confident positions 0..4 (16 - 11
+    # still masked) and step 1 fills the rest around them. Re-mask noise of scale 1e-3 moves
+    # no confidence past its neighbour's (gaps >= log(16/15) = 0.065); a NaN in the noise
+    # (it was -log(-(log u clamped >= 1e-20))) ranked by position instead and re-masked codes
+    # already revealed.
+    v, K, C = tiny.vocab, tiny.num_image_tokens, tiny.vocab.codebook_size
+    sl, seen = slice(tiny.max_text_len + 2, tiny.max_text_len + 2 + K), []
+
+    def logits_fn(seq, mask):
+        seen.append(seq[0, sl].clone())
+        out = torch.full((seq.shape[0], seq.shape[1], v.image_offset + C), -1e4)
+        for k in range(K):
+            out[:, sl.start + k, v.image_offset : v.image_offset + k + 1] = 0.0
+        return out
+
+    ids = [tiny.tokenizer(PROMPTS[0], add_special_tokens=False).input_ids]
+    codes, order, lp = sample(
+        logits_fn, v, ids, K, cfg_weight=3.0, temperature=1.0, steps=2, schedule="cosine",
+        remask_temperature=remask_temperature, max_text_len=tiny.max_text_len,
+        generator=torch.Generator().manual_seed(0), greedy=False, dtype=torch.float32,
+        device="cpu",
+    )  # fmt: skip
+    assert math.floor(16 * math.cos(math.pi / 4)) == 11
+    assert order[0].tolist() == [0] * 5 + [1] * 11
+    assert torch.equal(seen[1][:5], codes[0, :5] + v.image_offset)
+    assert bool((seen[1][5:] == v.mask).all())
+    assert all(int(codes[0, k]) <= k for k in range(K))
+    torch.testing.assert_close(lp[0], -torch.log(torch.arange(1, K + 1).float()))
 
 
 def test_text_sampling_and_teacher_forcing_agree(tiny):
