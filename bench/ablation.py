@@ -19,6 +19,10 @@ PairUni Fig. 1; logged every ``train.grad_cosine_every`` steps). The pair weight
 trained with are summarised too (their spread decides how much pair_grpo can differ from
 grpo). Written to ``<run.root>/ablation/results.json``. This measures the paper's claim on
 this world; it does not assume it.
+
+A variant may carry RL-only overrides after ``@``, so two settings share one warm start:
+``--variants pair_grpo pair_grpo@model.diffusion.logprob_estimator=trajectory`` trains
+Pair-GRPO twice from the same SFT model, once with each Show-o estimator.
 """
 
 from __future__ import annotations
@@ -114,16 +118,41 @@ def weight_summary(manifest: str) -> dict[str, float]:
     }
 
 
+def parse_variant(spec: str) -> tuple[str, list[str]]:
+    """``<variant>[@key=value]...`` -> (variant, its RL overrides)."""
+    variant, *overrides = spec.split("@")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {spec!r}: {variant!r} is not one of {VARIANTS}")
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"variant {spec!r}: {bad[0]!r} is not a key=value override")
+    return variant, overrides
+
+
+def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """``cfg`` with dotted ``key=value`` overrides applied (validated again)."""
+    from models.config import apply_overrides, from_dict, to_dict, validate_all
+
+    if not overrides:
+        return cfg
+    new = from_dict(RunConfig, apply_overrides(to_dict(cfg), overrides))
+    validate_all(new)
+    return new
+
+
 def run_seed(base: RunConfig, seed: int, root: Path, variants=VARIANTS) -> dict:
     cfg = _replace(base, run={"seed": seed, "root": str(root), "name": f"seed{seed}"})
     times: dict[str, float] = {}
     ws = warm_start(cfg, times)
     start = measures(ws.before)
     out = {"start": start, "pair_weights": weight_summary(ws.manifest), "variants": {}}
-    for variant in variants:
+    for spec in variants:
         t0 = time.perf_counter()
+        variant, overrides = parse_variant(spec)
         algo = "pair_grpo" if variant == "pair_grpo" else "grpo"
-        vcfg = _replace(cfg, run={"name": f"seed{seed}_{variant}"}, learner={"algorithm": algo})
+        name = f"seed{seed}_{spec}".replace("@", "_").replace("=", "-")
+        vcfg = _replace(cfg, run={"name": name}, learner={"algorithm": algo})
+        vcfg = with_overrides(vcfg, overrides)
         manifest = ws.manifest
         if variant == "random":
             manifest = random_pairs(
@@ -136,18 +165,18 @@ def run_seed(base: RunConfig, seed: int, root: Path, variants=VARIANTS) -> dict:
         image_grid(ws.before, res, ws.prompts, cfg.quickstart.eval_image_samples,
                    Path(vcfg.run.dir) / "samples_before_after.png")  # fmt: skip
         metrics = Path(vcfg.run.dir) / "metrics.jsonl"
-        out["variants"][variant] = {
+        out["variants"][spec] = {
             "gain": {k: end[k] - start[k] for k in start},
             "end": end,
             "grad_cos_und_gen": mean_metric(metrics, "grad/cos_und_gen"),
             "seconds": round(time.perf_counter() - t0, 1),
         }
-        gain = out["variants"][variant]["gain"]
+        gain = out["variants"][spec]["gain"]
         print(
-            f"[ablation] seed {seed} {variant}: strict {gain['gen_strict_success']:+.3f}, "
+            f"[ablation] seed {seed} {spec}: strict {gain['gen_strict_success']:+.3f}, "
             f"position {gain['gen_terms.position']:+.3f}, und sampled "
             f"{gain['und_accuracy_sampled']:+.3f}, cos(und, gen) "
-            f"{out['variants'][variant]['grad_cos_und_gen']:+.3f}",
+            f"{out['variants'][spec]['grad_cos_und_gen']:+.3f}",
             flush=True,
         )
     return out
@@ -193,11 +222,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="RL variants"
-    )
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+        "--variants", nargs="+", default=list(VARIANTS),
+        help=f"RL variants: one of {VARIANTS}, each optionally followed by @key=value "
+        "overrides for its RL run only",
+    )  # fmt: skip
+    overrides = [a for a in argv if "=" in a and "@" not in a and not a.startswith("-")]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
+    for spec in args.variants:
+        try:
+            parse_variant(spec)
+        except ValueError as e:
+            parser.error(str(e))
     return args
 
 
