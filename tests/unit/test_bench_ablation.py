@@ -1,4 +1,5 @@
-"""bench.ablation's command line: key=value overrides in any position."""
+"""bench.ablation's command line: key=value overrides in any position, variants with their
+own RL overrides."""
 
 from __future__ import annotations
 
@@ -24,6 +25,23 @@ def test_variants_can_be_chosen():
     args = parse_args(["--variants", "pair_grpo", "grpo", "quickstart.threshold=0.6"])
     assert args.variants == ["pair_grpo", "grpo"]
     assert args.overrides == ["quickstart.threshold=0.6"]
+
+
+def test_a_variant_carries_its_own_rl_overrides():
+    from bench.ablation import parse_variant, with_overrides
+    from deploy.config import RunConfig, load_config
+
+    spec = "pair_grpo@model.diffusion.logprob_estimator=trajectory@train.steps=3"
+    args = parse_args(["--variants", "grpo", spec, "model.arch=showo"])
+    assert args.variants == ["grpo", spec] and args.overrides == ["model.arch=showo"]
+    variant, overrides = parse_variant(spec)
+    assert variant == "pair_grpo"
+    cfg = with_overrides(load_config(RunConfig, None, ["model.arch=showo"]), overrides)
+    assert cfg.model.diffusion.logprob_estimator == "trajectory" and cfg.train.steps == 3
+    assert cfg.model.arch == "showo"
+    for bad in ("pairgrpo@train.steps=3", "grpo@train.steps"):
+        with pytest.raises(SystemExit):
+            parse_args(["--variants", bad])
 
 
 def test_summary_is_the_mean_and_sample_std_of_each_seeds_gain():

@@ -191,6 +191,31 @@ def test_trajectory_estimator_matches_brute_force_on_the_samplers_canvases(tiny,
     m.settings = dataclasses.replace(m.settings, logprob_estimator="one_step", steps=4)
 
 
+def test_learner_scores_rollouts_by_their_reveal_order(tiny):
+    # the learner's score(): rollouts as the image worker builds them, order in int16; mixed
+    # rows (one worker with, one without an order) are an error naming the setting
+    from actors.types import Rollout, RolloutRequest
+    from learner.learner import score
+    from models.config import ModelConfig
+
+    m = tiny
+    m.settings = dataclasses.replace(m.settings, logprob_estimator="trajectory")
+    s = m.sample_image_tokens(PROMPTS, n=2, cfg_weight=3.0, seed=5, logprob_mode="conditional")
+    m.settings = dataclasses.replace(m.settings, logprob_estimator="one_step")
+    rollouts = [
+        Rollout(RolloutRequest(i // 2, 0, "gen", PROMPTS[i // 2], 2, 5), i % 2,
+                s.tokens[i].numpy(), s.logprobs[i].numpy(), 0,
+                image_order=s.order[i].numpy().astype(np.int16))
+        for i in range(4)
+    ]  # fmt: skip
+    cfg = ModelConfig(arch="showo", cfg_weight=3.0, image_logprob_mode="conditional")
+    got = score(m, rollouts, "gen", cfg)
+    torch.testing.assert_close(got.values.detach(), s.logprobs, atol=1e-5, rtol=0)
+    rollouts[3] = dataclasses.replace(rollouts[3], image_order=None)
+    with pytest.raises(ValueError, match="logprob_estimator"):
+        score(m, rollouts, "gen", cfg)
+
+
 def test_janus_refuses_a_reveal_order():
     from models.unified import tiny_unified_model
 
