@@ -61,5 +61,5 @@ def test_showo_trains(ray_local, tmp_path, name, extra):
         assert math.isfinite(r["loss"])
         if "logprob_diff" in r:  # the clip objectives; SimPO has no ratio
             assert abs(r["logprob_diff"]) < 1e-3
-    if name != "pair_grpo":  # R_U, R_G: mean log-likelihoods of a random tiny model
+    if not name.startswith("pair_grpo"):  # R_U, R_G: mean log-likelihoods of a random tiny model
         assert -12.0 < rows[0]["reward/und_mean"] < 0 and -12.0 < rows[0]["reward/gen_mean"] < 0
