@@ -54,7 +54,7 @@ class ImageRolloutWorker:
                 images = self.model.decode_images(s.tokens)  # uint8 [len(group) * n, H, W, 3]
                 tokens = s.tokens.cpu().numpy().astype(np.int64)
                 logprobs = s.logprobs.float().cpu().numpy()
-                order = None if s.order is None else s.order.cpu().numpy().astype(np.int16)
+                reveal = None if s.order is None else s.order.cpu().numpy().astype(np.int32)
                 for j, r in enumerate(group):
                     for k in range(n):
                         row = j * n + k
@@ -66,7 +66,7 @@ class ImageRolloutWorker:
                                 logprobs=logprobs[row].copy(),
                                 weight_version=self._version,
                                 image=images[row].copy(),
-                                image_order=None if order is None else order[row].copy(),
+                                image_order=None if reveal is None else reveal[row].copy(),
                             )
                         )
         order = {r.request_id: i for i, r in enumerate(requests)}

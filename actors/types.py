@@ -59,7 +59,7 @@ class Rollout:
     image: np.ndarray | None = None
     """Decoded generated image, uint8 [H, W, 3] (gen)."""
     image_order: np.ndarray | None = None
-    """int16 [K]: the unmasking step that revealed each image token, where the model's
+    """int32 [K]: the unmasking step that revealed each image token, where the model's
     log-prob estimate needs it (masked diffusion, ``logprob_estimator: trajectory``)."""
     rewards: dict[str, float] = field(default_factory=dict)
     """Reward terms by name; NaN where a reward could not be obtained."""

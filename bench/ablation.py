@@ -20,9 +20,12 @@ trained with are summarised too (their spread decides how much pair_grpo can dif
 grpo). Written to ``<run.root>/ablation/results.json``. This measures the paper's claim on
 this world; it does not assume it.
 
-A variant may carry RL-only overrides after ``@``, so two settings share one warm start:
-``--variants pair_grpo pair_grpo@model.diffusion.logprob_estimator=trajectory`` trains
-Pair-GRPO twice from the same SFT model, once with each Show-o estimator.
+A variant may carry overrides after ``@`` for its RL run and its evaluations, so two settings
+share one warm start: ``--variants pair_grpo
+pair_grpo@model.diffusion.logprob_estimator=trajectory`` trains Pair-GRPO twice from the
+same SFT model, once with each Show-o estimator. Such a variant's start is the SFT model
+evaluated again under its own settings, so an override that changes evaluation (e.g.
+``@model.cfg_weight=3``) does not count as a gain.
 """
 
 from __future__ import annotations
@@ -158,16 +161,21 @@ def run_seed(base: RunConfig, seed: int, root: Path, variants=VARIANTS) -> dict:
             manifest = random_pairs(
                 ws.manifest, str(root / f"seed{seed}_random_pairs.parquet"), seed
             )
+        before = evaluate_dir(vcfg, ws, ws.sft_model) if overrides else ws.before
+        vstart = measures(before)
         final = reinforce(vcfg, ws, manifest)
         res = evaluate_dir(vcfg, ws, final)
         end = measures(res)
         # the held-out images before | after, to be looked at, not only scored
-        image_grid(ws.before, res, ws.prompts, cfg.quickstart.eval_image_samples,
+        image_grid(before, res, ws.prompts, cfg.quickstart.eval_image_samples,
                    Path(vcfg.run.dir) / "samples_before_after.png")  # fmt: skip
         metrics = Path(vcfg.run.dir) / "metrics.jsonl"
         out["variants"][spec] = {
-            "gain": {k: end[k] - start[k] for k in start},
+            "gain": {k: end[k] - vstart[k] for k in vstart},
+            "start": vstart,
             "end": end,
+            "overrides": overrides,
+            "rl_steps": vcfg.train.steps,
             "grad_cos_und_gen": mean_metric(metrics, "grad/cos_und_gen"),
             "seconds": round(time.perf_counter() - t0, 1),
         }
@@ -226,7 +234,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"RL variants: one of {VARIANTS}, each optionally followed by @key=value "
         "overrides for its RL run only",
     )  # fmt: skip
-    overrides = [a for a in argv if "=" in a and "@" not in a and not a.startswith("-")]
+
+    def is_override(a: str) -> bool:  # not a variant spec such as pair_grpo@train.steps=3
+        return "=" in a and not a.startswith("-") and a.split("@")[0] not in VARIANTS
+
+    overrides = [a for a in argv if is_override(a)]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
     for spec in args.variants:

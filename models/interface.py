@@ -12,8 +12,8 @@ The contract, written against both kinds of family the project targets:
 * **Autoregressive image tokens** (Janus, implemented: ``models.unified.UnifiedModel``).
   An image is K discrete VQ codes drawn left to right; classifier-free guidance mixes a
   conditional and an unconditional stream's logits, ``l_u + w (l_c - l_u)``.
-* **Masked discrete diffusion** (Show-o, Lumina-DiMOO; not implemented yet). An image is K
-  codes revealed over a few unmasking steps, many per step.
+* **Masked discrete diffusion** (Show-o: ``models/showo.py``; Lumina-DiMOO not yet). An
+  image is K codes revealed over a few unmasking steps, many per step.
 
 What the learner needs from image tokens is the same for both: ``image_logprobs`` returns
 ``[N, K]`` per-token log-probs, differentiable with respect to the trainable parameters,
@@ -26,9 +26,11 @@ where the sampler's states are not kept, from a fully masked canvas: the one-ste
 estimate); the sampler must return the same estimate for the tokens it drew. Nothing in
 the learner relies on the entries summing to an exact sequence log-likelihood; a family
 says in its docstring which estimate it implements. ``image_logprobs`` takes the tokens
-alone (plus prompts and the guidance settings): a family that needs more state to
-reproduce its estimate keeps it a function of (prompt, tokens, seed), never of hidden
-sampler state the learner cannot see.
+(plus prompts and the guidance settings) and, where the sampler gave one, ``order``: the
+step that revealed each token (``ImageSamples.order``, kept on the rollout as
+``Rollout.image_order``). Anything else a family needs to reproduce its estimate is a
+function of (prompt, tokens, order, seed), never hidden sampler state the learner cannot
+see.
 
 Supervised fine-tuning does not go through ``image_logprobs``: ``image_supervised_logprobs``
 is the family's own training objective (required). For an autoregressive family it is the
@@ -148,7 +150,8 @@ class UnifiedPolicy(Protocol):
 
     def image_streams(self, mode: str) -> int:
         """Sequences the model runs per image row when ``image_logprobs`` scores in ``mode``
-        (2 for CFG's conditional + unconditional pair): the learner's micro-batch cost."""
+        (2 for CFG's conditional + unconditional pair; a masked-diffusion trajectory
+        estimate runs that per unmasking step): the learner's micro-batch cost."""
 
     def decode_images(self, tokens: torch.Tensor) -> np.ndarray:
         """Image tokens ``[N, K]`` -> uint8 RGB ``[N, H, W, 3]``."""

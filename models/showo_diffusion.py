@@ -125,17 +125,18 @@ def sample(
     greedy: bool,
     dtype,
     device,
-    logprob_mode: str = "combined",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    logprob_mode: str | None = "combined",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(codes, order, logprobs)``, each ``[N, K]``, by iterative parallel unmasking (module
     docstring); one prompt's ``text_ids`` per row. ``order`` is the step that revealed each
     code, ``logprobs`` its log-prob at that step under the ``logprob_mode`` policy (the
-    ``trajectory`` estimate, from the forward pass that drew it)."""
+    ``trajectory`` estimate, from the forward pass that drew it); None when ``logprob_mode``
+    is None."""
     N = len(text_ids)
     gamma = SCHEDULES[schedule]
     codes = torch.full((N, K), -1, dtype=torch.long, device=device)  # -1: masked
     order = torch.full((N, K), steps - 1, dtype=torch.long, device=device)
-    scored = torch.zeros((N, K), dtype=torch.float32, device=device)
+    scored = None if logprob_mode is None else torch.zeros((N, K), device=device)
     for s in range(steps):
         unknown = codes < 0  # [N, K]
         canvas = torch.where(unknown, vocab.mask, codes + vocab.image_offset)
@@ -148,12 +149,12 @@ def sample(
             drawn = torch.multinomial(logp.exp().view(N * K, -1), 1, generator=generator)
             drawn = drawn.view(N, K)
         drawn = torch.where(unknown, drawn, codes)
-        if logprob_mode == "combined":
-            step_lp = logp.gather(-1, drawn[..., None]).squeeze(-1)
-        else:
-            cond = F.log_softmax(policy_logits(l_c, l_u, cfg_weight, temperature, logprob_mode), -1)
-            step_lp = cond.gather(-1, drawn[..., None]).squeeze(-1)
-        scored = torch.where(unknown, step_lp, scored)  # kept only where revealed now (below)
+        if logprob_mode is not None:
+            pol = logp if logprob_mode == "combined" else F.log_softmax(
+                policy_logits(l_c, l_u, cfg_weight, temperature, logprob_mode), -1
+            )  # fmt: skip
+            step_lp = pol.gather(-1, drawn[..., None]).squeeze(-1)
+            scored = torch.where(unknown, step_lp, scored)  # kept where revealed now (below)
         if s == steps - 1:
             return drawn, order, scored
         ratio = (s + 1) / steps

@@ -34,6 +34,8 @@ def test_a_variant_carries_its_own_rl_overrides():
     spec = "pair_grpo@model.diffusion.logprob_estimator=trajectory@train.steps=3"
     args = parse_args(["--variants", "grpo", spec, "model.arch=showo"])
     assert args.variants == ["grpo", spec] and args.overrides == ["model.arch=showo"]
+    args = parse_args(["run.name=a@b", "--variants", spec])  # an @ in a global override
+    assert args.overrides == ["run.name=a@b"] and args.variants == [spec]
     variant, overrides = parse_variant(spec)
     assert variant == "pair_grpo"
     cfg = with_overrides(load_config(RunConfig, None, ["model.arch=showo"]), overrides)

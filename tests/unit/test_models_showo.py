@@ -3,6 +3,7 @@ brute-force loop, the MaskGIT schedule, the published checkpoint layout, the int
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -26,6 +27,17 @@ def tiny():
     m = tiny_showo(0)
     m.settings = dataclasses.replace(m.settings, steps=4)
     return m
+
+
+@contextlib.contextmanager
+def settings(m, **changes):
+    """``m.settings`` (model.diffusion) changed for a block, restored even if it fails."""
+    old = m.settings
+    m.settings = dataclasses.replace(old, **changes)
+    try:
+        yield m
+    finally:
+        m.settings = old
 
 
 def _palette_images(n, seed=0):
@@ -150,7 +162,6 @@ def test_trajectory_estimator_matches_brute_force_on_the_samplers_canvases(tiny,
     # sampler and from the learner's image_logprobs(order=...), must equal a one-row
     # brute-force forward pass on that canvas
     m, v, K = tiny, tiny.vocab, tiny.num_image_tokens
-    m.settings = dataclasses.replace(m.settings, logprob_estimator="trajectory", steps=6)
     seen = []
 
     def recording(seq, mask):
@@ -170,7 +181,8 @@ def test_trajectory_estimator_matches_brute_force_on_the_samplers_canvases(tiny,
     for s, seq in enumerate(seen):
         want = torch.where(order < s, codes + v.image_offset, v.mask)
         assert torch.equal(seq[: len(PROMPTS), sl], want)
-    learner = m.image_logprobs(PROMPTS, codes, cfg_weight=3.0, mode=mode, order=order)
+    with settings(m, logprob_estimator="trajectory"):
+        learner = m.image_logprobs(PROMPTS, codes, cfg_weight=3.0, mode=mode, order=order)
     assert learner.requires_grad
     with torch.no_grad():
         for r, prompt in enumerate(PROMPTS):
@@ -181,31 +193,72 @@ def test_trajectory_estimator_matches_brute_force_on_the_samplers_canvases(tiny,
                 torch.testing.assert_close(step_lp[r, k], slow[0, k], atol=1e-5, rtol=1e-5)
                 torch.testing.assert_close(learner[r, k].detach(), slow[0, k], atol=1e-5, rtol=1e-5)
     # through the interface: the samples carry the order, and a re-score is exact
-    out = m.sample_image_tokens(PROMPTS, n=2, cfg_weight=3.0, seed=3, logprob_mode=mode)
-    assert out.order is not None and out.order.shape == out.tokens.shape
-    again = m.image_logprobs(PROMPTS, out.tokens, 3.0, mode=mode, order=out.order).detach()
-    torch.testing.assert_close(again, out.logprobs, atol=1e-5, rtol=0)
-    # without an order the same tokens get the one-step estimate (DSR's R_U of data images)
-    one = m.image_logprobs(PROMPTS, out.tokens, 3.0, mode=mode).detach()
-    assert not torch.allclose(one, again)
-    m.settings = dataclasses.replace(m.settings, logprob_estimator="one_step", steps=4)
+    with settings(m, logprob_estimator="trajectory", steps=6):
+        out = m.sample_image_tokens(PROMPTS, n=2, cfg_weight=3.0, seed=3, logprob_mode=mode)
+        assert out.order is not None and out.order.shape == out.tokens.shape
+        again = m.image_logprobs(PROMPTS, out.tokens, 3.0, mode=mode, order=out.order).detach()
+        torch.testing.assert_close(again, out.logprobs, atol=1e-5, rtol=0)
+        # without an order the same tokens get the one-step estimate (DSR's R_U of data images)
+        one = m.image_logprobs(PROMPTS, out.tokens, 3.0, mode=mode).detach()
+        assert not torch.allclose(one, again)
+        assert m.image_streams(mode) == (2 if mode == "combined" else 1) * 6
+    assert m.image_streams(mode) == (2 if mode == "combined" else 1)  # one_step: one canvas
+
+
+def test_each_code_gets_the_gradient_of_its_own_step_only(tiny):
+    # d lp_k / d theta must be that of code k's own canvas: the trajectory estimate's
+    # gradient equals a loop that scores each step's codes on that step's canvas alone
+    from models.showo_diffusion import trajectory_logprobs
+
+    m, v, K = tiny, tiny.vocab, tiny.num_image_tokens
+    text = m._text_ids(PROMPTS)
+    with torch.no_grad():
+        codes, order, _ = sample(
+            m._logits, v, text, K, cfg_weight=3.0, temperature=1.0, steps=5,
+            schedule="cosine", remask_temperature=1.0, max_text_len=m.max_text_len,
+            generator=torch.Generator().manual_seed(4), greedy=False, dtype=m.dtype,
+            device=m.device, logprob_mode=None,
+        )  # fmt: skip
+    weights = torch.randn(codes.shape, generator=torch.Generator().manual_seed(0))
+    params = [p for p in m.module.parameters() if p.requires_grad]
+
+    def grads(total):
+        return torch.autograd.grad(total, params, allow_unused=True)
+
+    lp = trajectory_logprobs(m._logits, v, text, codes, order, cfg_weight=3.0,
+                             temperature=1.0, mode="combined", max_text_len=m.max_text_len,
+                             dtype=m.dtype)  # fmt: skip
+    fast = grads((lp * weights).sum())
+    total = 0.0
+    for s in range(5):
+        canvas = torch.where(order < s, codes, -1)
+        known = canvas >= 0
+        one = trajectory_logprobs(m._logits, v, text, codes, torch.where(known, 0, 1),
+                                  cfg_weight=3.0, temperature=1.0, mode="combined",
+                                  max_text_len=m.max_text_len, dtype=m.dtype)  # fmt: skip
+        total = total + (one * weights * (order == s)).sum()  # step s's canvas, its codes
+    slow = grads(total)
+    for a, b in zip(fast, slow):
+        if a is None:
+            assert b is None
+        else:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_learner_scores_rollouts_by_their_reveal_order(tiny):
-    # the learner's score(): rollouts as the image worker builds them, order in int16; mixed
+    # the learner's score(): rollouts as the image worker builds them, order in int32; mixed
     # rows (one worker with, one without an order) are an error naming the setting
     from actors.types import Rollout, RolloutRequest
     from learner.learner import score
     from models.config import ModelConfig
 
     m = tiny
-    m.settings = dataclasses.replace(m.settings, logprob_estimator="trajectory")
-    s = m.sample_image_tokens(PROMPTS, n=2, cfg_weight=3.0, seed=5, logprob_mode="conditional")
-    m.settings = dataclasses.replace(m.settings, logprob_estimator="one_step")
+    with settings(m, logprob_estimator="trajectory"):
+        s = m.sample_image_tokens(PROMPTS, n=2, cfg_weight=3.0, seed=5, logprob_mode="conditional")
     rollouts = [
         Rollout(RolloutRequest(i // 2, 0, "gen", PROMPTS[i // 2], 2, 5), i % 2,
                 s.tokens[i].numpy(), s.logprobs[i].numpy(), 0,
-                image_order=s.order[i].numpy().astype(np.int16))
+                image_order=s.order[i].numpy().astype(np.int32))
         for i in range(4)
     ]  # fmt: skip
     cfg = ModelConfig(arch="showo", cfg_weight=3.0, image_logprob_mode="conditional")
