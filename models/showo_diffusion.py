@@ -85,6 +85,12 @@ def policy_logits(l_c, l_u, cfg_weight: float, temperature: float, mode: str):
     raise ValueError(f"image log-prob mode {mode!r} is not one of ('combined', 'conditional')")
 
 
+def token_logprobs(l_c, l_u, tokens, cfg_weight: float, temperature: float, mode: str):
+    """log pi(tokens) ``[N, K]`` under the ``mode`` policy of the streams' code logits."""
+    logp = F.log_softmax(policy_logits(l_c, l_u, cfg_weight, temperature, mode), -1)
+    return logp.gather(-1, tokens[..., None]).squeeze(-1)
+
+
 def _streams(logits_fn, vocab, text_ids, canvas_ids, max_text_len, keep, mode, dtype):
     """Code logits ``[N, K, C]`` of the conditional stream and (combined) the unconditional."""
     N, K = canvas_ids.shape
@@ -149,11 +155,11 @@ def sample(
             drawn = torch.multinomial(logp.exp().view(N * K, -1), 1, generator=generator)
             drawn = drawn.view(N, K)
         drawn = torch.where(unknown, drawn, codes)
+        conf = logp.gather(-1, drawn[..., None]).squeeze(-1)  # [N, K]: log p(drawn), the mix
         if logprob_mode is not None:
-            pol = logp if logprob_mode == "combined" else F.log_softmax(
-                policy_logits(l_c, l_u, cfg_weight, temperature, logprob_mode), -1
+            step_lp = conf if logprob_mode == "combined" else token_logprobs(
+                l_c, l_u, drawn, cfg_weight, temperature, logprob_mode
             )  # fmt: skip
-            step_lp = pol.gather(-1, drawn[..., None]).squeeze(-1)
             scored = torch.where(unknown, step_lp, scored)  # kept where revealed now (below)
         if s == steps - 1:
             return drawn, order, scored
@@ -163,7 +169,6 @@ def sample(
             torch.minimum(n_unknown - 1, torch.full_like(n_unknown, math.floor(K * gamma(ratio)))),
             min=1,
         )  # [N]
-        conf = logp.gather(-1, drawn[..., None]).squeeze(-1)  # [N, K]
         scale = 0.0 if greedy else remask_temperature * (1.0 - ratio)
         if scale > 0:
             u = torch.rand(conf.shape, generator=generator, device=device)
@@ -224,8 +229,7 @@ def one_step_logprobs(
     ).to(tokens.device)  # [N, P]
     canvas = torch.full_like(tokens, vocab.mask)
     l_c, l_u = _streams(logits_fn, vocab, text_ids, canvas, max_text_len, keep, mode, dtype)
-    logp = F.log_softmax(policy_logits(l_c, l_u, cfg_weight, temperature, mode), -1)
-    return logp.gather(-1, tokens[..., None]).squeeze(-1)  # [N, K]
+    return token_logprobs(l_c, l_u, tokens, cfg_weight, temperature, mode)  # [N, K]
 
 
 def trajectory_logprobs(
@@ -251,8 +255,7 @@ def trajectory_logprobs(
     for s in torch.unique(order).tolist():
         canvas = torch.where(order < s, tokens + vocab.image_offset, vocab.mask)
         l_c, l_u = _streams(logits_fn, vocab, text_ids, canvas, max_text_len, None, mode, dtype)
-        logp = F.log_softmax(policy_logits(l_c, l_u, cfg_weight, temperature, mode), -1)
-        lp = logp.gather(-1, tokens[..., None]).squeeze(-1)  # [N, K]
+        lp = token_logprobs(l_c, l_u, tokens, cfg_weight, temperature, mode)  # [N, K]
         out = lp if out is None else torch.where(order == s, lp, out)
     return out
 
